@@ -1,0 +1,48 @@
+# Two commands set everything up on a fresh machine that has only Python 3.10+:
+#   make book   - creates .venv, installs, builds the HTML book into _build/html
+#   make test   - creates .venv, installs, runs every test (units, nbval on every chapter,
+#                 stale-output check, book build with warnings as errors, headless-browser check)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sftbook-installed
+NB ?=
+
+.PHONY: install book test execute check-outputs lab browser clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@# torch first: resolved alone, the pin takes the CPU wheel; any other torch pulls a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
+	@touch $@
+
+install: $(STAMP)
+
+book: install
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "The book is built: open $(CURDIR)/_build/html/index.html"
+
+# Re-run chapters top to bottom and store their outputs (all chapters, or NB=book/02_concepts.ipynb).
+execute: install
+	$(PY) -m sftbook execute $(NB)
+
+check-outputs: install
+	$(PY) -m sftbook check-outputs
+
+test: install browser
+	$(PY) -m pytest
+
+lab: install
+	$(VENV)/bin/jupyter lab --notebook-dir=book
+
+# Debian's chromium, for the real-browser test of the built HTML.
+browser:
+	@command -v chromium >/dev/null || bash scripts/install-chromium
+
+clean:
+	rm -rf _build

@@ -1,0 +1,77 @@
+"""Command line: ``python -m sftbook <command>`` (each command is documented in the chapter it serves)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sftbook.errors import SftbookError
+
+
+def _execute(args: argparse.Namespace) -> int:
+    from sftbook.book import chapters, execute_notebook
+
+    paths = [Path(p) for p in args.notebooks] or chapters()
+    for path in paths:
+        if not path.is_file():
+            raise SftbookError(f"No notebook at {path}; pass a path such as book/01_background.ipynb.")
+        print(f"executing {path} ...", flush=True)
+        print(f"  {execute_notebook(path.resolve(), timeout=args.timeout):.1f} s", flush=True)
+    return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> int:
+    from sftbook.book import chapters, stale_output_problems
+
+    problems = [p for path in chapters() for p in stale_output_problems(path)]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"stored outputs of {len(chapters())} chapters come from the current code")
+    return 1 if problems else 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from sftbook import data
+
+    dataset = data.load(args.name)
+    names = dataset["train"].features["label"].names
+    print(data.DATASETS[args.name].description)
+    for split, part in dataset.items():
+        counts = [part["label"].count(i) for i in range(len(names))]
+        print(f"  {split:<10} {len(part):>6,}  " + "  ".join(f"{n}: {c:,}" for n, c in zip(names, counts)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sftbook", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    execute = commands.add_parser("execute", help="run chapters top to bottom and store outputs + provenance")
+    execute.add_argument("notebooks", nargs="*", help="notebooks to run (default: every chapter in book/)")
+    execute.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    execute.set_defaults(func=_execute)
+
+    check = commands.add_parser("check-outputs", help="fail when a chapter's stored outputs are stale")
+    check.set_defaults(func=_check_outputs)
+
+    from sftbook.data import DATASETS
+
+    data_cmd = commands.add_parser("data", help="print a dataset's splits and label counts")
+    data_cmd.add_argument("name", choices=sorted(DATASETS))
+    data_cmd.set_defaults(func=_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SftbookError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

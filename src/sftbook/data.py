@@ -1,0 +1,242 @@
+"""The book's data: sentence-classification benchmarks vendored in ``data/`` (chapter 1).
+
+``load(name)`` returns a :class:`datasets.DatasetDict` with ``train``/``validation``/``test`` splits
+and :class:`datasets.ClassLabel` names; every file's sha256 is checked against ``data/SHA256SUMS``
+first. ``data/README.md`` is the data card (sources, citations, counts, hashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sftbook.errors import DataFileError, HubUnavailableError, UnknownNameError
+
+SST5_NAMES = ("very negative", "negative", "neutral", "positive", "very positive")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How one named dataset is assembled from the vendored files."""
+
+    description: str
+    label_names: tuple[str, ...]
+    files: dict[str, str]  # split -> file name in data/
+    # Maps a file's label to the dataset's label (SST-3 collapses SST-5); identity when empty.
+    label_map: dict[int, int] = field(default_factory=dict)
+    file_label_count: int = 0  # labels the file itself uses, when label_map changes them
+    validation_fraction: float = 0.0  # carved from train when no validation file exists
+    hub_id: str | None = None
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "sst2": DatasetSpec(
+        "SST-2: binary sentence-level sentiment of movie-review sentences (Socher et al., 2013)",
+        ("negative", "positive"),
+        {"train": "stsa.binary.train", "validation": "stsa.binary.dev", "test": "stsa.binary.test"},
+        hub_id="stanfordnlp/sst2",
+    ),
+    "sst5": DatasetSpec(
+        "SST-5: five-way fine-grained sentiment (Socher et al., 2013)",
+        SST5_NAMES,
+        {"train": "stsa.fine.train", "validation": "stsa.fine.dev", "test": "stsa.fine.test"},
+    ),
+    "sst3": DatasetSpec(
+        "SST-3: SST-5 collapsed to negative / neutral / positive, the article's framing of sentiment",
+        ("negative", "neutral", "positive"),
+        {"train": "stsa.fine.train", "validation": "stsa.fine.dev", "test": "stsa.fine.test"},
+        label_map={0: 0, 1: 0, 2: 1, 3: 2, 4: 2},
+        file_label_count=5,
+    ),
+    "trec": DatasetSpec(
+        "TREC-6: coarse question types (Li & Roth, 2002); validation carved from train",
+        ("DESC", "ENTY", "ABBR", "HUM", "LOC", "NUM"),
+        {"train": "TREC.train.all", "test": "TREC.test.all"},
+        validation_fraction=0.1,
+    ),
+}
+
+# Unlabeled text for pretraining (chapter 3): the labels in these files are dropped.
+CORPORA: dict[str, str] = {"mr": "rt-polarity.all", "subj": "subj.all"}
+
+# These three files are Windows-1252; the rest are UTF-8 (see data/README.md).
+CP1252_FILES = frozenset({"rt-polarity.all", "subj.all", "TREC.train.all"})
+CHECKSUM_FILE = "SHA256SUMS"
+VALIDATION_SEED = 20240607
+_LINE = re.compile(r"^(\d+) (.*\S.*)$")
+
+
+def data_dir() -> Path:
+    """Folder of the vendored files: ``$SFTBOOK_DATA_DIR`` or the repository's ``data/``."""
+    override = os.environ.get("SFTBOOK_DATA_DIR")
+    path = Path(override) if override else Path(__file__).resolve().parents[2] / "data"
+    if not (path / CHECKSUM_FILE).is_file():
+        raise DataFileError(
+            f"No {CHECKSUM_FILE} in {path}: run from a clone of the sftbook repository "
+            "(pip install -e .) or set SFTBOOK_DATA_DIR to its data/ folder."
+        )
+    return path
+
+
+def expected_checksums(directory: Path | None = None) -> dict[str, str]:
+    """File name -> sha256 from ``data/SHA256SUMS`` (the format ``sha256sum -c`` reads)."""
+    directory = directory or data_dir()
+    sums: dict[str, str] = {}
+    for line in (directory / CHECKSUM_FILE).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.lstrip("*")] = digest
+    return sums
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_path(file_name: str, directory: Path | None = None) -> Path:
+    """Path of a vendored file after checking it exists and matches its recorded sha256."""
+    directory = directory or data_dir()
+    sums = expected_checksums(directory)
+    if file_name not in sums:
+        raise DataFileError(f"{file_name} is not listed in {directory / CHECKSUM_FILE}.")
+    path = directory / file_name
+    if not path.is_file():
+        raise DataFileError(
+            f"Missing data file {path}; restore it with `git checkout -- data/{file_name}`."
+        )
+    actual = sha256_file(path)
+    if actual != sums[file_name]:
+        raise DataFileError(
+            f"Checksum mismatch for {path}: expected sha256 {sums[file_name]}, got {actual}. "
+            f"The file is corrupt or was edited; restore it with `git checkout -- data/{file_name}`."
+        )
+    return path
+
+
+def read_lines(file_name: str, directory: Path | None = None) -> list[str]:
+    """Decode a vendored file (Windows-1252 or UTF-8, see ``CP1252_FILES``) and split it on ``\\n`` only.
+
+    Byte 0x85 is an ellipsis in Windows-1252 but NEL (a line break to ``str.splitlines()``) when the
+    bytes are read as Latin-1, which invents extra lines; splitting on ``\\n`` is right either way.
+    """
+    path = verified_path(file_name, directory)
+    encoding = "cp1252" if file_name in CP1252_FILES else "utf-8"
+    text = path.read_bytes().decode(encoding)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def read_labeled(file_name: str, num_labels: int, directory: Path | None = None) -> list[tuple[int, str]]:
+    """Parse ``<label> <text>`` lines, checking each label is in ``range(num_labels)``."""
+    examples = []
+    for number, line in enumerate(read_lines(file_name, directory), start=1):
+        match = _LINE.match(line)
+        if match is None:
+            raise DataFileError(
+                f"{file_name}, line {number}: expected '<label> <text>', got {line[:60]!r}."
+            )
+        label = int(match.group(1))
+        if not 0 <= label < num_labels:
+            raise DataFileError(
+                f"{file_name}, line {number}: label {label} is outside 0..{num_labels - 1}."
+            )
+        examples.append((label, match.group(2).strip()))
+    return examples
+
+
+def _split_validation(
+    examples: list[tuple[int, str]], fraction: float
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """Stratified, seeded carve-out: the same validation set on every machine and every run."""
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for index, (label, _) in enumerate(examples):
+        by_label[label].append(index)
+    rng = random.Random(VALIDATION_SEED)
+    held_out: set[int] = set()
+    for label in sorted(by_label):
+        indices = by_label[label]
+        rng.shuffle(indices)
+        held_out.update(indices[: max(1, round(fraction * len(indices)))])
+    train = [ex for i, ex in enumerate(examples) if i not in held_out]
+    validation = [ex for i, ex in enumerate(examples) if i in held_out]
+    return train, validation
+
+
+def _to_dataset(examples: list[tuple[int, str]], label_names: tuple[str, ...]):
+    import datasets
+
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(label_names))}
+    )
+    return datasets.Dataset.from_dict(
+        {"text": [text for _, text in examples], "label": [label for label, _ in examples]},
+        features=features,
+    )
+
+
+def load(name: str, source: str = "local"):
+    """Load a named dataset as a ``DatasetDict`` with train, validation and test splits.
+
+    ``name`` is one of ``sst2``, ``sst5``, ``sst3``, ``trec``. ``source="hub"`` fetches the Hugging
+    Face copy instead (only ``sst2``: ``stanfordnlp/sst2``, whose train split is GLUE's 67,349
+    *phrases* and whose test labels are hidden); offline that fails with one clear sentence.
+    """
+    import datasets
+
+    if name not in DATASETS:
+        raise UnknownNameError("dataset", name, sorted(DATASETS))
+    spec = DATASETS[name]
+    if source == "hub":
+        return _load_from_hub(name, spec)
+    if source != "local":
+        raise UnknownNameError("source", source, ["local", "hub"])
+
+    num_file_labels = spec.file_label_count or len(spec.label_names)
+    splits = {
+        split: [(spec.label_map.get(label, label), text) for label, text in read_labeled(file, num_file_labels)]
+        for split, file in spec.files.items()
+    }
+    if "validation" not in splits:
+        splits["train"], splits["validation"] = _split_validation(splits["train"], spec.validation_fraction)
+    return datasets.DatasetDict(
+        {split: _to_dataset(splits[split], spec.label_names) for split in ("train", "validation", "test")}
+    )
+
+
+def _load_from_hub(name: str, spec: DatasetSpec):
+    if spec.hub_id is None:
+        hub_names = sorted(n for n, s in DATASETS.items() if s.hub_id)
+        raise UnknownNameError("dataset with a hub source", name, hub_names)
+    import datasets
+
+    from sftbook.env import hub_reachable
+
+    try:
+        if not hub_reachable():
+            raise ConnectionError("the hub's name does not resolve or HF_HUB_OFFLINE is set")
+        hub = datasets.load_dataset(spec.hub_id)
+    except Exception as exc:  # offline, DNS failure, firewall, HF_HUB_OFFLINE=1: all the same to a reader
+        reason = str(exc).split("\n")[0][:150] or type(exc).__name__
+        raise HubUnavailableError(
+            f"Could not load {spec.hub_id!r} from the Hugging Face Hub ({reason}); "
+            f"use sftbook.data.load({name!r}), which reads the vendored copy in data/."
+        ) from None
+    return hub.rename_column("sentence", "text").remove_columns(["idx"])
+
+
+def load_corpus(name: str) -> list[str]:
+    """Unlabeled sentences of ``mr`` or ``subj`` (labels dropped), for pretraining in chapter 3."""
+    if name not in CORPORA:
+        raise UnknownNameError("corpus", name, sorted(CORPORA))
+    return [text for _, text in read_labeled(CORPORA[name], num_labels=2)]

@@ -1,0 +1,118 @@
+"""Environment helpers used by every chapter: device choice, seeds, threads, quiet progress bars.
+
+Chapter 1 introduces them; every notebook's bootstrap cell calls :func:`configure_environment`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import socket
+from typing import Any
+
+import numpy as np
+import torch
+
+# HF progress bars write to stderr; stderr in a stored notebook changes from run to run and makes
+# nbval flaky, so chapters show their own tqdm bars instead.
+QUIET_ENVIRONMENT = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def configure_environment() -> None:
+    """Silence library progress bars and advisory warnings so stored outputs are stable.
+
+    The hub is deliberately *not* switched off here: code that can use it (e.g. ``bert-base-uncased``
+    on Colab) must still be able to, and code that should not touch it never asks.
+    """
+    for key, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # datasets is optional for this call
+        pass
+
+
+HUB_HOST = "huggingface.co"
+
+
+def hub_reachable(host: str = HUB_HOST) -> bool:
+    """Whether the Hugging Face Hub can be asked at all: not forced offline, and its name resolves.
+
+    Only a DNS lookup is made. Without it, an offline ``from_pretrained`` retries for ~25 s before
+    failing; with it, offline code paths fail (or are skipped) at once with one clear sentence.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
+        return False
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+def get_device(verbose: bool = True) -> torch.device:
+    """Pick the fastest available device: CUDA, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+        detail = torch.cuda.get_device_name(0)
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device, detail = torch.device("mps"), "Apple GPU"
+    else:
+        device, detail = torch.device("cpu"), f"{torch.get_num_threads()} threads"
+    if verbose:
+        print(f"Using device: {device.type} ({detail})")
+    return device
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated exactly on the CPU."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_threads(num_threads: int | None = None) -> int:
+    """Use ``num_threads`` CPU threads for PyTorch (default: every core) and return the number used."""
+    available = os.cpu_count() or 1
+    n = available if num_threads is None else num_threads
+    if n < 1:
+        raise ValueError(f"num_threads must be at least 1, got {n}.")
+    torch.set_num_threads(n)
+    return n
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, read from /proc/cpuinfo where it exists."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What a chapter ran on, recorded in each notebook's metadata and shown on the status page."""
+    import transformers
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "device": get_device(verbose=False).type,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }

@@ -1,0 +1,84 @@
+"""Figures shared by the chapters: one style, the pipeline diagram (chapter 1), scale plots (chapters 1, 9)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from sftbook.scale import LandmarkModel
+
+PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
+
+
+def use_book_style() -> None:
+    """One look for every figure: readable at the book's column width, PNG output."""
+    plt.rcParams.update(
+        {
+            "figure.figsize": (7.0, 3.6),
+            "figure.dpi": 100,
+            "savefig.dpi": 100,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.prop_cycle": plt.cycler(color=PALETTE),
+            "font.size": 10,
+        }
+    )
+
+
+def pipeline_diagram(stages: Sequence[tuple[str, str]], title: str = "") -> Figure:
+    """Boxes joined by arrows, one per ``(heading, detail)`` stage, left to right."""
+    if not stages:
+        raise ValueError("pipeline_diagram needs at least one (heading, detail) stage.")
+    step = 2.0  # inches per stage: the figure fits the book's column at 5 stages
+    width = step * len(stages)
+    fig, ax = plt.subplots(figsize=(width, 1.9))
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, 1.9)
+    ax.axis("off")
+    for i, (heading, detail) in enumerate(stages):
+        x = 0.08 + step * i
+        color = PALETTE[i % len(PALETTE)]
+        ax.add_patch(FancyBboxPatch((x, 0.2), 1.6, 1.5, boxstyle="round,pad=0.04", fc=color, alpha=0.15, ec=color))
+        ax.text(x + 0.8, 1.35, heading.replace(" ", "\n", 1) if len(heading) > 14 else heading,
+                ha="center", va="center", fontsize=11, weight="bold")
+        ax.text(x + 0.8, 0.65, detail, ha="center", va="center", fontsize=9.5)
+        if i + 1 < len(stages):
+            ax.add_patch(FancyArrowPatch((x + 1.66, 0.95), (x + step + 0.02, 0.95), arrowstyle="-|>", mutation_scale=14))
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def scale_plot(models: Sequence[LandmarkModel], highlight: dict[str, tuple[float, float]] | None = None) -> Figure:
+    """Parameters and training tokens of landmark models on log axes; ``highlight`` adds this book's runs."""
+    fig, (ax_time, ax_data) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, m in enumerate(models):
+        offset = (4, 4) if i % 2 == 0 else (4, -10)  # alternate so neighbours' labels do not collide
+        ax_time.scatter(m.year, m.parameters, color=PALETTE[0])
+        ax_time.annotate(m.name, (m.year, m.parameters), textcoords="offset points", xytext=offset, fontsize=8)
+        ax_data.scatter(m.training_tokens, m.parameters, color=PALETTE[0])
+        ax_data.annotate(m.name, (m.training_tokens, m.parameters), textcoords="offset points", xytext=offset, fontsize=8)
+    for name, (tokens, params) in (highlight or {}).items():
+        ax_data.scatter(tokens, params, color=PALETTE[3], marker="*", s=120)
+        ax_data.annotate(name, (tokens, params), textcoords="offset points", xytext=(4, 3), fontsize=8, color=PALETTE[3])
+    _log_axes(ax_time, "year", "parameters", logx=False)
+    _log_axes(ax_data, "training tokens processed", "parameters", logx=True)
+    ax_time.set_title("Parameters by year")
+    ax_data.set_title("Parameters against training tokens")
+    fig.tight_layout()
+    return fig
+
+
+def _log_axes(ax: Axes, xlabel: str, ylabel: str, logx: bool) -> None:
+    ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)

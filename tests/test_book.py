@@ -1,0 +1,131 @@
+"""The book's own invariants: bootstrap cells, exercises, table of contents, fresh stored outputs."""
+
+import shutil
+
+import nbformat
+import pytest
+import yaml
+
+from sftbook import book
+
+from conftest import REPO_ROOT
+
+CHAPTERS = book.chapters()
+
+
+def test_there_are_chapters():
+    assert [p.name for p in CHAPTERS][:2] == ["01_background.ipynb", "02_concepts.ipynb"]
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = {c["file"] for part in toc["parts"] for c in part["chapters"]}
+    assert {f"book/{p.stem}" for p in CHAPTERS} <= files
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_starts_with_the_hidden_bootstrap_cell(path):
+    first = nbformat.read(path, as_version=4).cells[0]
+    assert first.cell_type == "code"
+    assert first.source == book.bootstrap_source(), "regenerate it from sftbook.book.BOOTSTRAP_TEMPLATE"
+    assert book.BOOTSTRAP_TAG in first.metadata.get("tags", [])
+    assert book.repository_url() in first.source
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_ends_with_exercises_and_hidden_solutions(path):
+    markdown = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    exercises = markdown.count("```{exercise}")
+    assert "## Exercises" in markdown and exercises >= 2
+    assert markdown.count("{solution}") == exercises
+    assert markdown.count(":class: dropdown") >= exercises
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_stored_outputs_come_from_the_current_code(path):
+    """The stale-output check: fails when code, helpers, data or pins changed since `make execute`."""
+    assert book.stale_output_problems(path) == []
+
+
+@pytest.fixture
+def fake_repo(tmp_path):
+    """A minimal repository with one executed chapter, to show the check catches each kind of change."""
+    for name in ("src", "data"):
+        shutil.copytree(REPO_ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "requirements.txt", tmp_path)
+    (tmp_path / "book").mkdir()
+    path = tmp_path / "book" / "ch.ipynb"
+    shutil.copy(CHAPTERS[0], path)
+    return tmp_path, path
+
+
+def test_stale_check_accepts_an_untouched_chapter(fake_repo):
+    root, path = fake_repo
+    assert book.stale_output_problems(path, repo_root=root) == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["code cell", "helper", "requirements", "data checksums"],
+)
+def test_stale_check_catches_each_input(fake_repo, change):
+    root, path = fake_repo
+    if change == "code cell":
+        nb = nbformat.read(path, as_version=4)
+        next(c for c in nb.cells[1:] if c.cell_type == "code").source += "\n# edited"
+        nbformat.write(nb, path)
+    elif change == "helper":
+        with open(root / "src" / "sftbook" / "data.py", "a") as f:
+            f.write("\n# edited\n")
+    elif change == "requirements":
+        with open(root / "requirements.txt", "a") as f:
+            f.write("six==1.16.0\n")
+    else:
+        with open(root / "data" / "SHA256SUMS", "a") as f:
+            f.write("0" * 64 + "  extra.txt\n")
+    problems = book.stale_output_problems(path, repo_root=root)
+    assert len(problems) == 1 and "stale" in problems[0] and "make execute NB=book/ch.ipynb" in problems[0]
+
+
+def test_stale_check_catches_unexecuted_and_failed_cells(fake_repo):
+    root, path = fake_repo
+    nb = nbformat.read(path, as_version=4)
+    del nb.metadata[book.METADATA_KEY]
+    nbformat.write(nb, path)
+    assert "never executed" in book.stale_output_problems(path, repo_root=root)[0]
+
+    nb = nbformat.read(CHAPTERS[0], as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    code[2].execution_count = None
+    code[3].outputs.append(nbformat.v4.new_output("error", ename="ValueError", evalue="x", traceback=[]))
+    nbformat.write(nb, path)
+    problems = " ".join(book.stale_output_problems(path, repo_root=root))
+    assert "in order" in problems and "error" in problems
+
+
+def test_glue_stores_numpy_scalars_as_python_numbers(monkeypatch):
+    import numpy as np
+
+    stored = {}
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display: stored.update({name: value}))
+    book.glue("x", np.float64(0.25))
+    assert type(stored["x"]) is float and stored["x"] == 0.25
+
+
+def test_execute_notebook_records_provenance(tmp_path):
+    root = tmp_path
+    for name in ("src", "data"):
+        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "requirements.txt", root)
+    (root / "book").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 6 * 7\nprint(x)"), nbformat.v4.new_code_cell("x")]
+    path = root / "book" / "tiny.ipynb"
+    nbformat.write(nb, path)
+    elapsed = book.execute_notebook(path, timeout=120, repo_root=root)
+    done = nbformat.read(path, as_version=4)
+    assert done.cells[0].outputs[0]["text"] == "42\n"
+    assert [c.execution_count for c in done.cells] == [1, 2]
+    record = done.metadata[book.METADATA_KEY]
+    assert record["run_time_s"] == round(elapsed, 1) and record["machine"]["cores"] >= 1
+    assert book.stale_output_problems(path, repo_root=root) == []
