@@ -28,3 +28,18 @@ def test_module_entry_point_rejects_unknown_dataset():
         [sys.executable, "-m", "sftbook", "data", "imdb"], capture_output=True, text=True, cwd=REPO_ROOT
     )
     assert result.returncode == 2 and "invalid choice: 'imdb'" in result.stderr
+
+
+def test_pretrain_command_writes_a_model_and_reports(tmp_path, capsys):
+    import json
+
+    assert main(["pretrain", "--steps", "2", "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2 and summary["tokens_processed"] > 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert (tmp_path / "run" / "tokenizer.json").is_file()
+
+
+def test_pretrain_command_rejects_bad_arguments(capsys):
+    assert main(["pretrain", "--steps", "0"]) == 2
+    assert "steps must be at least 1" in capsys.readouterr().err

@@ -59,3 +59,16 @@ def test_hub_reachable_respects_offline_flag(monkeypatch):
 def test_machine_info_fields():
     info = env.machine_info()
     assert info["torch"] == torch.__version__ and info["cores"] >= 1 and info["cpu"]
+
+
+def test_progress_logs_lines_when_outputs_are_stored(monkeypatch, capsys):
+    monkeypatch.setenv(env.LOG_PROGRESS_VARIABLE, "1")
+    bar = env.progress(10, "training")
+    bar.set_postfix(loss="0.5")
+    for _ in range(10):
+        bar.update()
+    bar.close()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 and lines[-1].startswith("training: 10/10") and lines[-1].endswith("loss 0.5")
+    monkeypatch.delenv(env.LOG_PROGRESS_VARIABLE)
+    assert not isinstance(env.progress(10, "x", disable=True), env.LogProgress)

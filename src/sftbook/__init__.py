@@ -18,10 +18,13 @@ _SUBMODULES = (
     "cli",
     "data",
     "env",
+    "losses",
     "ngram",
     "plotting",
+    "pretraining",
     "scale",
     "tokenization",
+    "training",
 )
 
 __all__ = ["SftbookError", "__version__", *_SUBMODULES]

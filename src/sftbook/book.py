@@ -98,7 +98,7 @@ def execute_notebook(path: Path, timeout: int = 1800, repo_root: Path = REPO_ROO
     import nbformat
     from nbclient import NotebookClient
 
-    from sftbook.env import machine_info
+    from sftbook.env import LOG_PROGRESS_VARIABLE, machine_info
 
     notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
@@ -111,6 +111,7 @@ def execute_notebook(path: Path, timeout: int = 1800, repo_root: Path = REPO_ROO
         resources={"metadata": {"path": str(path.parent)}},
         record_timing=False,
     )
+    os.environ[LOG_PROGRESS_VARIABLE] = "1"  # the kernel inherits it: progress as lines, not widgets
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start

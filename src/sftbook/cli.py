@@ -44,6 +44,26 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    import json
+
+    from sftbook import pretraining
+
+    config = pretraining.PretrainConfig(size=args.size, steps=args.steps, seed=args.seed)
+    out = Path(args.out) if args.out else pretraining.cache_path(config)
+    result = pretraining.pretrain(config, out, overwrite=args.overwrite)
+    summary = {
+        "out": str(out),
+        "steps": config.steps,
+        "seconds": round(result.seconds, 1),
+        "tokens_processed": result.tokens_processed,
+        "final_train_loss": result.history[-1]["loss"],
+        "final_heldout_loss": result.evaluations[-1]["heldout_loss"],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sftbook", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-outputs", help="fail when a chapter's stored outputs are stale")
     check.set_defaults(func=_check_outputs)
+
+    from sftbook.pretraining import SIZES, PretrainConfig
+
+    defaults = PretrainConfig()
+    pretrain = commands.add_parser("pretrain", help="pretrain a small BERT with masked language modelling (chapter 3)")
+    pretrain.add_argument("--size", choices=sorted(SIZES), default=defaults.size)
+    pretrain.add_argument("--steps", type=int, default=defaults.steps)
+    pretrain.add_argument("--seed", type=int, default=defaults.seed)
+    pretrain.add_argument("--out", help="output folder (default: the cache folder later chapters read)")
+    pretrain.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    pretrain.set_defaults(func=_pretrain)
 
     from sftbook.data import DATASETS
 
