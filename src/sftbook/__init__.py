@@ -14,11 +14,13 @@ from sftbook.errors import SftbookError
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "attention",
     "book",
     "cli",
     "data",
     "env",
     "losses",
+    "modeling",
     "ngram",
     "plotting",
     "pretraining",
