@@ -34,7 +34,8 @@ def test_pretrain_command_writes_a_model_and_reports(tmp_path, capsys):
     import json
 
     assert main(["pretrain", "--steps", "2", "--out", str(tmp_path / "run")]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{\n"):])  # progress lines come first
     assert summary["steps"] == 2 and summary["tokens_processed"] > 0
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "tokenizer.json").is_file()
@@ -43,3 +44,10 @@ def test_pretrain_command_writes_a_model_and_reports(tmp_path, capsys):
 def test_pretrain_command_rejects_bad_arguments(capsys):
     assert main(["pretrain", "--steps", "0"]) == 2
     assert "steps must be at least 1" in capsys.readouterr().err
+
+
+def test_finetune_and_predict_bad_inputs(tmp_path, capsys):
+    assert main(["finetune", "--model", "gpt-5", "--dataset", "sst2"]) == 2
+    assert "Unknown model 'gpt-5'" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tmp_path), "great film"]) == 2
+    assert "classifier.json" in capsys.readouterr().err

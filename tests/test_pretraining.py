@@ -149,8 +149,11 @@ def _small_config(**overrides):
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     config = _small_config()
-    whole = pretraining.pretrain(config, tmp_path / "whole", corpus=SMALL_CORPUS, progress=False)
-    first = pretraining.pretrain(config, tmp_path / "resumed", corpus=SMALL_CORPUS, stop_after=3, progress=False)
+    # One vocabulary for both runs: tokenizers' WordPiece trainer breaks frequency ties in hash order,
+    # so two trainings can differ; the checkpoint stores the vocabulary, which is what resuming needs.
+    tokenizer = train_wordpiece(SMALL_CORPUS.train, vocab_size=config.vocab_size)
+    whole = pretraining.pretrain(config, tmp_path / "whole", corpus=SMALL_CORPUS, tokenizer=tokenizer, progress=False)
+    first = pretraining.pretrain(config, tmp_path / "resumed", corpus=SMALL_CORPUS, tokenizer=tokenizer, stop_after=3, progress=False)
     assert len(first.history) == 3 and not (tmp_path / "resumed" / "model.safetensors").exists()
     resumed = pretraining.pretrain(config, tmp_path / "resumed", corpus=SMALL_CORPUS, progress=False)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]

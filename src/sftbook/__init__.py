@@ -19,6 +19,7 @@ _SUBMODULES = (
     "cli",
     "data",
     "env",
+    "evaluation",
     "losses",
     "modeling",
     "ngram",

@@ -64,6 +64,46 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    import json
+
+    from sftbook import data, evaluation, modeling, training
+
+    dataset = data.load(args.dataset)
+    names = dataset["train"].features["label"].names
+    encoder, tokenizer = modeling.load_encoder(args.model)
+    model = modeling.TextClassifier(encoder, len(names), args.pooling, label_names=names)
+    settings = {**training.FINETUNE_DEFAULTS.get(args.model, {})}
+    settings.update({k: v for k, v in {"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed}.items() if v is not None})
+    result = training.fine_tune(model, tokenizer, dataset, training.FineTuneConfig(**settings))
+    metrics = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.seconds, 1),
+        "history": result.history,
+        "test": evaluation.evaluate(result.model, tokenizer, dataset["test"]),
+    }
+    if args.out:
+        out = result.model.save_pretrained(Path(args.out), tokenizer)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from sftbook import evaluation, modeling
+
+    model = modeling.TextClassifier.from_pretrained(Path(args.model))
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    for text, prediction in zip(args.texts, evaluation.predict(model, tokenizer, args.texts)):
+        confidence = prediction["probabilities"][prediction["label"]]
+        print(f"{prediction['label']}\t{confidence:.3f}\t{text}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sftbook", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.set_defaults(func=_pretrain)
 
     from sftbook.data import DATASETS
+    from sftbook.modeling import ENCODERS, POOLINGS
+
+    finetune = commands.add_parser("finetune", help="fine-tune a classifier and report test metrics (chapter 4)")
+    finetune.add_argument("--model", required=True, help=f"one of {', '.join(ENCODERS)}, or a saved model folder")
+    finetune.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    finetune.add_argument("--pooling", choices=POOLINGS, default="mean")
+    finetune.add_argument("--epochs", type=int)
+    finetune.add_argument("--lr", type=float)
+    finetune.add_argument("--seed", type=int)
+    finetune.add_argument("--out", help="folder to save the classifier and metrics.json in")
+    finetune.set_defaults(func=_finetune)
+
+    predict = commands.add_parser("predict", help="label texts with a classifier saved by `finetune --out`")
+    predict.add_argument("--model", required=True, help="folder written by `finetune --out`")
+    predict.add_argument("texts", nargs="+")
+    predict.set_defaults(func=_predict)
 
     data_cmd = commands.add_parser("data", help="print a dataset's splits and label counts")
     data_cmd.add_argument("name", choices=sorted(DATASETS))

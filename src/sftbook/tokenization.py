@@ -29,7 +29,9 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     """Train a BERT-style WordPiece vocabulary and wrap it as a transformers fast tokenizer.
 
     The result encodes ``[CLS] text [SEP]``, pads with ``[PAD]`` and can be saved with
-    ``save_pretrained``. Trained ids depend on the tokenizers release (pinned in requirements.txt).
+    ``save_pretrained``. The special tokens always get ids 0-4; other ids depend on the tokenizers
+    release, and its trainer breaks frequency ties in hash order, so two trainings on the same text can
+    differ by a few entries near the size cut-off. Save a vocabulary to reuse it exactly.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

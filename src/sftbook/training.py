@@ -1,4 +1,4 @@
-"""Training machinery shared by pretraining (chapter 3) and fine-tuning (chapter 4).
+"""Training machinery shared by pretraining (chapter 3) and supervised fine-tuning (chapter 4).
 
 Batches are length-grouped and padded only to their longest member (dynamic padding); the learning
 rate warms up linearly, then decays linearly to zero; checkpoints are written atomically, so an
@@ -11,12 +11,16 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from sftbook.errors import SftbookError
 
 CHECKPOINT = "checkpoint"
 
@@ -59,6 +63,17 @@ def linear_warmup_decay(step: int, total_steps: int, warmup_steps: int) -> float
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def adamw(model, learning_rate: float, weight_decay: float, beta2: float = 0.999) -> torch.optim.AdamW:
+    """AdamW with decoupled weight decay on weight matrices only, not on biases and LayerNorm gains."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=learning_rate,
+        betas=(0.9, beta2),
+    )
 
 
 def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -122,3 +137,173 @@ def load_checkpoint_state(checkpoint: Path, optimizer: torch.optim.Optimizer) ->
         json.loads((checkpoint / "optimizer.json").read_text()),
     )
     return json.loads((checkpoint / "state.json").read_text())
+
+
+# ----------------------------------------------------------------------------- fine-tuning (chapter 4)
+
+@dataclass
+class FineTuneConfig:
+    """Settings of a supervised fine-tuning run."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    clip_norm: float = 1.0
+    max_length: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise SftbookError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if not self.learning_rate > 0:
+            raise SftbookError(f"learning_rate must be positive, got {self.learning_rate}.")
+
+
+@dataclass
+class FineTuneResult:
+    model: Any
+    history: list[dict[str, float]]  # one row per epoch: train loss, validation accuracy and F1
+    best_epoch: int
+    seconds: float
+
+
+class LengthGroupedBatchSampler:
+    """Batch sampler over :func:`length_grouped_batches`, reshuffled by ``set_epoch`` (Accelerate shards it)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        return iter(length_grouped_batches(self.lengths, self.batch_size, generator))
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size) if self.lengths else 0
+
+
+def fine_tune(model, tokenizer, dataset, config: FineTuneConfig, progress: bool = True, accelerator=None) -> FineTuneResult:
+    """Supervised fine-tuning with AdamW, linear warm-up/decay, clipping and dynamic padding.
+
+    Runs through Hugging Face Accelerate, so the same loop trains on the CPU, on one GPU (bf16 autocast)
+    or on several (``accelerate launch``). Evaluates on ``dataset["validation"]`` after every epoch and
+    returns the model restored to its best epoch. On the CPU a run is deterministic for a given seed.
+    """
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from sftbook.env import progress as progress_bar
+    from sftbook.evaluation import encode_texts, predict_logits, scores
+
+    accelerator = accelerator or Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    torch.manual_seed(config.seed)
+    texts, labels = list(dataset["train"]["text"]), list(dataset["train"]["label"])
+    if not texts:
+        raise SftbookError("The training split is empty; fine-tuning needs labelled examples.")
+    bad = [y for y in labels if not 0 <= y < model.num_labels]
+    if bad:
+        raise SftbookError(f"Label {bad[0]} is outside the model's label set 0..{model.num_labels - 1}; check num_labels.")
+    limit = min(config.max_length, model.encoder.config.max_position_embeddings)
+    train_ids = encode_texts(tokenizer, texts, limit)
+    pad_id = tokenizer.pad_token_id
+
+    def collate(indices: list[int]) -> dict[str, torch.Tensor]:
+        batch = pad_batch([train_ids[i] for i in indices], pad_id)
+        batch["labels"] = torch.tensor([labels[i] for i in indices])
+        return batch
+
+    sampler = LengthGroupedBatchSampler([len(s) for s in train_ids], config.batch_size, config.seed)
+    loader = DataLoader(list(range(len(train_ids))), batch_sampler=sampler, collate_fn=lambda b: collate(b))
+    optimizer = adamw(model, config.learning_rate, config.weight_decay)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    total = config.epochs * len(loader)
+    warmup = max(1, int(config.warmup_fraction * total))
+    history, best, best_state = [], -1.0, None
+    bar = progress_bar(total, "fine-tuning", disable=not progress or not accelerator.is_main_process)
+    start, step = time.perf_counter(), 0
+    for epoch in range(config.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        running = 0.0
+        for batch in loader:
+            lr = config.learning_rate * linear_warmup_decay(step, total, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with accelerator.autocast():
+                logits = model(batch["input_ids"], batch["attention_mask"])
+                loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+            if not torch.isfinite(loss):
+                raise SftbookError(f"The loss became {loss.item()} at step {step}; lower the learning rate (now {config.learning_rate}).")
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), config.clip_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += loss.item()
+            step += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1)
+        unwrapped = accelerator.unwrap_model(model)
+        logits = predict_logits(unwrapped, tokenizer, list(dataset["validation"]["text"]), limit)
+        metrics = scores(logits.argmax(-1).tolist(), list(dataset["validation"]["label"]), unwrapped.num_labels)
+        history.append({
+            "epoch": epoch + 1,
+            "train_loss": running / max(1, len(loader)),
+            **{f"validation_{k}": v for k, v in metrics.items()},
+            "seconds": time.perf_counter() - start,  # cumulative, evaluation included
+        })
+        if metrics["accuracy"] > best:
+            best, best_epoch = metrics["accuracy"], epoch + 1
+            best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+    bar.close()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.load_state_dict(best_state)
+    return FineTuneResult(unwrapped.eval(), history, best_epoch, time.perf_counter() - start)
+
+
+FINETUNE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # chosen on SST-2 validation accuracy (chapter 4 shows the runs)
+    "minilm": {"learning_rate": 1e-4, "epochs": 2},
+    "tiny": {"learning_rate": 3e-4, "epochs": 3},
+    "tiny-random": {"learning_rate": 3e-4, "epochs": 3},
+}
+
+
+def finetuned_classifier(model_name: str, dataset_name: str, pooling: str = "mean", build: bool = True, **overrides: Any):
+    """A fine-tuned ``(TextClassifier, tokenizer, history)`` from the cache, trained (with a message) when missing.
+
+    Chapters 5, 7 and 8 use the classifiers chapter 4 trains; each still runs alone.
+    """
+    import hashlib
+    import inspect
+    from dataclasses import asdict
+
+    from transformers import AutoTokenizer
+
+    from sftbook import data, modeling
+    from sftbook.env import cache_root
+
+    config = FineTuneConfig(**{**FINETUNE_DEFAULTS.get(model_name, {}), **overrides})
+    digest = hashlib.sha256(json.dumps([model_name, dataset_name, pooling, asdict(config)], sort_keys=True).encode())
+    digest.update(json.dumps(data.expected_checksums(), sort_keys=True).encode())
+    for module in (inspect.getmodule(fine_tune), modeling):
+        digest.update(inspect.getsource(module).encode())
+    path = cache_root() / f"finetuned-{model_name}-{dataset_name}-{digest.hexdigest()[:12]}"
+    if (path / modeling.CLASSIFIER_CONFIG).is_file() and (path / "history.json").is_file():
+        history = json.loads((path / "history.json").read_text())
+        return modeling.TextClassifier.from_pretrained(path), AutoTokenizer.from_pretrained(path), history
+    if not build:
+        raise SftbookError(f"No fine-tuned {model_name} on {dataset_name} at {path}; run book/04_fine_tuning.ipynb.")
+    print(f"No cached {model_name} fine-tuned on {dataset_name} at {path}: fine-tuning it now.")
+    dataset = data.load(dataset_name)
+    encoder, tokenizer = modeling.load_encoder(model_name)
+    names = dataset["train"].features["label"].names
+    model = modeling.TextClassifier(encoder, len(names), pooling, label_names=names)
+    result = fine_tune(model, tokenizer, dataset, config)
+    result.model.save_pretrained(path, tokenizer)
+    (path / "history.json").write_text(json.dumps(result.history))  # written last: marks the save complete
+    return result.model, tokenizer, result.history
