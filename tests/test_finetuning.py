@@ -146,3 +146,28 @@ def test_finetuned_classifier_cache(tokenizer, tmp_path, monkeypatch, capsys):
     assert "fine-tuning it now" not in capsys.readouterr().out and cached_history == history
     texts = ["a good film", "dull stuff"]
     assert torch.allclose(evaluation.predict_logits(first, tokenizer, texts), evaluation.predict_logits(second, second_tokenizer, texts))
+
+
+def test_sentence_embeddings_are_the_classifiers_mean_pooling(tokenizer):
+    encoder = toy_encoder(tokenizer)
+    texts = ["a good film", "good acting and a great plot", "dull"]
+    vectors = evaluation.sentence_embeddings(encoder, tokenizer, texts, batch_size=2)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        pooled = modeling.TextClassifier(encoder, 2, "mean").eval().pool(batch["input_ids"], batch["attention_mask"])
+    assert vectors.shape == (3, 16)
+    assert torch.allclose(torch.from_numpy(vectors), pooled, atol=1e-5)
+    with pytest.raises(SftbookError, match="empty"):
+        evaluation.sentence_embeddings(encoder, tokenizer, ["fine", " "])
+
+
+def test_saving_never_replaces_a_folder_that_is_not_a_classifier(tokenizer, tmp_path):
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    model = modeling.TextClassifier(toy_encoder(tokenizer), 2)
+    with pytest.raises(SftbookError, match="not a saved classifier"):
+        model.save_pretrained(precious)
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    saved = model.save_pretrained(tmp_path / "clf")
+    assert model.save_pretrained(saved) == saved  # a previous save may be replaced

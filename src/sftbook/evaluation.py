@@ -72,3 +72,25 @@ def evaluate(model, tokenizer, split, max_length: int = 128) -> dict[str, float]
     """Accuracy and macro-F1 of a classifier on a labelled ``datasets.Dataset`` split."""
     logits = predict_logits(model, tokenizer, list(split["text"]), max_length)
     return scores(logits.argmax(-1).tolist(), list(split["label"]), model.num_labels)
+
+
+def sentence_embeddings(encoder, tokenizer, texts: Sequence[str], max_length: int = 64, batch_size: int = 128) -> np.ndarray:
+    """Frozen sentence vectors: the encoder's output averaged over each text's real tokens.
+
+    The features of a *linear probe* (chapters 3 and 4): a classifier fitted on top of them measures
+    what the encoder already knows, without changing it. Mean pooling as in ``TextClassifier(pooling="mean")``.
+    """
+    from sftbook.training import pad_batch
+
+    encoded = encode_texts(tokenizer, texts, min(max_length, encoder.config.max_position_embeddings))
+    device = next(encoder.parameters()).device
+    encoder.eval()
+    vectors = []
+    with torch.no_grad():
+        for start in range(0, len(encoded), batch_size):
+            batch = pad_batch(encoded[start : start + batch_size], tokenizer.pad_token_id)
+            mask = batch["attention_mask"].to(device)
+            hidden = encoder(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state  # (batch, seq, hidden)
+            weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+            vectors.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu().numpy())
+    return np.concatenate(vectors)

@@ -116,6 +116,10 @@ class TextClassifier(nn.Module):
     def save_pretrained(self, directory: Path, tokenizer=None) -> Path:
         """Weights in safetensors plus ``classifier.json``; written to a temporary folder, then renamed."""
         directory = Path(directory)
+        if directory.exists() and any(directory.iterdir()) and not (directory / CLASSIFIER_CONFIG).is_file():
+            raise SftbookError(
+                f"{directory} exists and is not a saved classifier; refusing to replace it. Choose a new folder."
+            )
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, tmp / "model.safetensors")
