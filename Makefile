@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sftbook-installed
 NB ?=
 
-.PHONY: install book test execute check-outputs lab browser clean
+.PHONY: install book test execute check-outputs benchmark lab browser clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ execute: install
 
 check-outputs: install
 	$(PY) -m sftbook check-outputs
+
+# Every chapter's run time and the fine-tuning throughput ratio, into benchmarks/results.json.
+benchmark: install
+	$(PY) benchmarks/run_all.py
 
 test: install browser
 	$(PY) -m pytest

@@ -97,18 +97,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     args = parser.parse_args()
+    measure(args.steps, args.batch_size, args.max_length)
+
+
+def measure(steps: int = 40, batch_size: int = 32, max_length: int = 64) -> dict[str, float]:
+    """Run both loops and the matmul peak in this process; print and return samples/s, ratio and MFU."""
     env.configure_environment()
     os.environ.setdefault("ACCELERATE_DISABLE_RICH", "1")
-    dataset = subset(args.steps, args.batch_size)
-    samples = args.steps * args.batch_size
+    dataset = subset(steps, batch_size)
+    samples = steps * batch_size
     _, tokenizer = modeling.load_minilm()
-    tokens = sum(len(ids) for ids in encode_texts(tokenizer, list(dataset["train"]["text"]), args.max_length))
+    tokens = sum(len(ids) for ids in encode_texts(tokenizer, list(dataset["train"]["text"]), max_length))
     classifier = new_classifier(["negative", "positive"])
     parameters = sum(p.numel() for p in classifier.parameters())
     embedding = sum(p.numel() for p in classifier.encoder.embeddings.parameters())
 
-    ours_seconds = ours(dataset, args.batch_size, args.max_length)
-    trainer_seconds = trainer(dataset, args.batch_size, args.max_length)
+    ours_seconds = ours(dataset, batch_size, max_length)
+    trainer_seconds = trainer(dataset, batch_size, max_length)
     peak = matmul_peak()
     achieved = 6 * (parameters - embedding) * tokens / ours_seconds
     print(f"device: {env.get_device(verbose=False).type}, {torch.get_num_threads()} threads; {samples} samples, {tokens} tokens, {parameters / 1e6:.1f}M parameters ({(parameters - embedding) / 1e6:.1f}M outside the embeddings)")
@@ -116,6 +121,8 @@ def main() -> None:
     print(f"transformers.Trainer: {samples / trainer_seconds:7.1f} samples/s ({trainer_seconds:.1f} s)")
     print(f"ratio (ours / Trainer): {trainer_seconds / ours_seconds:.2f}x")
     print(f"achieved {achieved / 1e9:.1f} GFLOP/s (6·N·D, non-embedding N) / measured matmul peak {peak / 1e9:.1f} GFLOP/s = MFU {achieved / peak:.1%}")
+    return {"ours_samples_per_s": samples / ours_seconds, "trainer_samples_per_s": samples / trainer_seconds,
+            "ratio_ours_over_trainer": trainer_seconds / ours_seconds, "mfu": achieved / peak}
 
 
 if __name__ == "__main__":

@@ -69,20 +69,43 @@ def test_split_and_merge_heads_round_trip():
     assert torch.equal(attention.merge_heads(heads), x)
 
 
-def test_multi_head_matches_torch_multihead_attention():
-    torch.manual_seed(0)
-    ours = attention.MultiHeadSelfAttention(16, 4)
-    theirs = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+def torch_twin(ours: attention.MultiHeadAttention) -> torch.nn.MultiheadAttention:
+    """PyTorch's own multi-head attention holding the same weights as ours."""
+    theirs = torch.nn.MultiheadAttention(ours.query.in_features, ours.num_heads, batch_first=True)
     with torch.no_grad():
         theirs.in_proj_weight.copy_(torch.cat([ours.query.weight, ours.key.weight, ours.value.weight]))
         theirs.in_proj_bias.copy_(torch.cat([ours.query.bias, ours.key.bias, ours.value.bias]))
         theirs.out_proj.weight.copy_(ours.output.weight)
         theirs.out_proj.bias.copy_(ours.output.bias)
+    return theirs
+
+
+def test_multi_head_matches_torch_multihead_attention():
+    torch.manual_seed(0)
+    ours = attention.MultiHeadSelfAttention(16, 4)
+    theirs = torch_twin(ours)
     x = torch.randn(2, 6, 16)
     keep = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
     out, weights = ours(x, keep)
     ref_out, ref_weights = theirs(x, x, x, key_padding_mask=~keep.bool(), average_attn_weights=False)
     assert torch.allclose(out, ref_out, atol=1e-6) and torch.allclose(weights, ref_weights, atol=1e-6)
+
+
+def test_cross_attention_and_causal_mask_match_torch():
+    torch.manual_seed(0)
+    ours = attention.MultiHeadAttention(16, 4)
+    theirs = torch_twin(ours)
+    x, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    out, weights = ours(x, memory=memory)
+    ref_out, _ = theirs(x, memory, memory)
+    assert weights.shape == (2, 4, 3, 5) and torch.allclose(out, ref_out, atol=1e-6)
+    causal = attention.causal_mask(3)
+    assert causal.shape == (1, 1, 3, 3) and causal[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    out, weights = ours(x, mask=causal)
+    ref_out, _ = theirs(x, x, x, attn_mask=~causal[0, 0])
+    assert torch.allclose(out, ref_out, atol=1e-6) and torch.all(weights[..., 0, 1:] == 0)
+    with pytest.raises(SftbookError, match="either attention_mask"):
+        ours(x, torch.ones(2, 3), mask=causal)
 
 
 @pytest.mark.parametrize(

@@ -129,3 +129,58 @@ def test_execute_notebook_records_provenance(tmp_path):
     record = done.metadata[book.METADATA_KEY]
     assert record["run_time_s"] == round(elapsed, 1) and record["machine"]["cores"] >= 1
     assert book.stale_output_problems(path, repo_root=root) == []
+
+
+def test_stale_check_follows_the_prose_a_chapter_reads(fake_repo):
+    """Chapter 8 summarises chapters 1-7: editing their text makes its stored outputs stale."""
+    root, path = fake_repo
+    reader = root / "book" / "reader.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata[book.READS_PROSE_OF] = ["ch"]
+    nb.metadata[book.METADATA_KEY]["inputs_sha256"] = book.inputs_digest(nb, root)
+    nbformat.write(nb, reader)
+    assert book.stale_output_problems(reader, repo_root=root) == []
+    read = nbformat.read(path, as_version=4)
+    next(c for c in read.cells if c.cell_type == "markdown").source += " An edited sentence."
+    nbformat.write(read, path)
+    assert "the chapters it reads" in book.stale_output_problems(reader, repo_root=root)[0]
+
+
+def test_glued_values_are_read_from_stored_outputs():
+    values = book.glued_values(REPO_ROOT / "book" / "04_fine_tuning.ipynb")
+    assert 50 < float(values["minilm_acc"]) <= 100 and 50 < float(values["tfidf_acc"]) <= 100
+
+
+def test_status_page_is_current_and_complete():
+    page = (REPO_ROOT / "book" / "status.md").read_text(encoding="utf-8")
+    assert page == book.render_status(), "book/status.md is out of date; run `python -m sftbook status` and commit it."
+    assert "missing" not in page and "never" not in page
+    for chapter in CHAPTERS:
+        assert f"{{doc}}`{chapter.stem}`" in page
+    assert len(book.HEADLINES) >= 20
+
+
+def test_status_page_reads_metadata_not_typed_numbers(tmp_path):
+    shutil.copytree(REPO_ROOT / "book", tmp_path / "book")
+    path = tmp_path / "book" / "05_attention.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata[book.METADATA_KEY]["run_time_s"] = 4321.0
+    nbformat.write(nb, path)
+    assert "| {doc}`05_attention` | 4,321 s |" in book.render_status(tmp_path / "book")
+
+
+def test_benchmark_runner_times_chapters_into_json(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "results.json"
+    committed = (REPO_ROOT / "book" / "01_background.ipynb").read_bytes()
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run_all.py", "--chapters", "01_background", "--skip-throughput", "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert float(results["run time, 01_background"].split()[0]) > 0
+    assert (REPO_ROOT / "book" / "01_background.ipynb").read_bytes() == committed  # ran on a copy

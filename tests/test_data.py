@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from sftbook import data
-from sftbook.errors import DataFileError, HubUnavailableError, UnknownNameError
+from sftbook.errors import DataFileError, HubUnavailableError, SftbookError, UnknownNameError
 
 from conftest import REPO_ROOT
 
@@ -146,3 +146,16 @@ def test_hub_source_offline_fails_fast_with_one_sentence(monkeypatch):
 def test_hub_source_only_for_datasets_that_have_one():
     with pytest.raises(UnknownNameError, match="hub source"):
         data.load("trec", source="hub")
+
+
+def test_subsample_is_stratified_seeded_and_checked():
+    train = data.load("sst2")["train"]
+    part = data.subsample(train, 500, seed=0)
+    assert len(part) == 500 and part["text"] == data.subsample(train, 500, seed=0)["text"]
+    assert part["text"] != data.subsample(train, 500, seed=1)["text"]
+    share = sum(train["label"]) / len(train)
+    assert abs(sum(part["label"]) / 500 - share) < 0.01
+    assert set(part["text"]) <= set(train["text"])
+    for bad in (0, len(train) + 1):
+        with pytest.raises(SftbookError, match="pick 1.."):
+            data.subsample(train, bad)

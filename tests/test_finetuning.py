@@ -123,7 +123,7 @@ def test_loading_refuses_non_classifier_folders(tmp_path):
 
 
 def test_unknown_and_offline_encoders(monkeypatch, tmp_path):
-    with pytest.raises(UnknownNameError, match="minilm, tiny, tiny-random, bert-base-uncased"):
+    with pytest.raises(UnknownNameError, match="minilm, minilm-random, tiny, tiny-random, bert-base-uncased"):
         modeling.load_encoder("gpt-5")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubUnavailableError, match="use --model minilm"):
@@ -171,3 +171,60 @@ def test_saving_never_replaces_a_folder_that_is_not_a_classifier(tokenizer, tmp_
     assert (precious / "thesis.txt").read_text() == "years of work"
     saved = model.save_pretrained(tmp_path / "clf")
     assert model.save_pretrained(saved) == saved  # a previous save may be replaced
+
+
+def test_inference_order_does_not_change_results(tokenizer):
+    """predict_logits and sentence_embeddings sort by length for speed; results come back in input order."""
+    model = modeling.TextClassifier(toy_encoder(tokenizer), 2).eval()
+    texts = ["good acting and a great plot", "dull", "a good film", "a bad film and dull stuff", "great"]
+    together = evaluation.predict_logits(model, tokenizer, texts, batch_size=2)
+    one_by_one = torch.cat([evaluation.predict_logits(model, tokenizer, [t]) for t in texts])
+    assert torch.allclose(together, one_by_one, atol=1e-5)
+    vectors = evaluation.sentence_embeddings(model.encoder, tokenizer, texts, batch_size=2)
+    single = [evaluation.sentence_embeddings(model.encoder, tokenizer, [t])[0] for t in texts]
+    assert all(abs(a - b).max() < 1e-5 for a, b in zip(vectors, single))
+    assert evaluation.latency_ms(model, tokenizer, texts[:2], repeats=1) > 0
+    with pytest.raises(SftbookError, match="at least one text"):
+        evaluation.latency_ms(model, tokenizer, [])
+
+
+def test_probe_and_tfidf_select_on_validation_and_learn_the_toy_task(tokenizer):
+    dataset = toy_dataset(32)
+    pipeline = evaluation.tfidf_classifier(dataset)
+    assert pipeline.score(list(dataset["test"]["text"]), list(dataset["test"]["label"])) == 1.0
+    probe = evaluation.linear_probe(toy_encoder(tokenizer), tokenizer, dataset)
+    assert 0.5 <= probe["accuracy"] <= 1.0 and probe["C"] in (0.1, 1, 10)
+    with pytest.raises(SftbookError, match="two classes"):
+        evaluation.fit_logistic([[0.0], [1.0]], [1, 1], [[0.0]], [1])
+
+
+def test_finetuned_classifier_on_a_subset(tokenizer, tmp_path, monkeypatch, capsys):
+    from sftbook import data
+
+    monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
+    monkeypatch.setattr(modeling, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
+    monkeypatch.setattr(data, "load", lambda name: toy_dataset(32))
+    model, _, history = training.finetuned_classifier("toy", "sst2", train_size=8, epochs=1, batch_size=4)
+    assert len(history) == 1 and [p.name.split("-")[3] for p in tmp_path.iterdir()] == ["n8"]
+
+
+def test_per_class_scores_by_hand():
+    # true:      0 0 1 1 2 ; predicted: 0 1 1 1 0
+    table = evaluation.per_class_scores([0, 1, 1, 1, 0], [0, 0, 1, 1, 2], ["neg", "neu", "pos"])
+    assert table["neg"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert table["neu"]["precision"] == pytest.approx(2 / 3) and table["neu"]["recall"] == 1.0
+    assert table["pos"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert evaluation.scores([0, 1, 1, 1, 0], [0, 0, 1, 1, 2], 3)["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)
+
+
+def test_tiny_classifiers_are_keyed_on_the_pretrained_checkpoint(tokenizer, tmp_path, monkeypatch):
+    """Chapter 3 re-pretrains on every run; a classifier fine-tuned from an older checkpoint is not reused."""
+    from sftbook import data, pretraining
+
+    monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
+    monkeypatch.setattr(modeling, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
+    monkeypatch.setattr(data, "load", lambda name: toy_dataset())
+    for fingerprint in ("checkpoint-a", "checkpoint-b"):
+        monkeypatch.setattr(pretraining, "checkpoint_fingerprint", lambda config, build=True, f=fingerprint: f)
+        training.finetuned_classifier("tiny", "sst2", epochs=1, batch_size=4)
+    assert len(list(tmp_path.glob("finetuned-tiny-sst2-*"))) == 2

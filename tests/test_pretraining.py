@@ -129,7 +129,7 @@ def test_too_long_sequence_is_a_clear_error(tiny_model):
 
 
 def test_config_bad_inputs():
-    with pytest.raises(UnknownNameError, match="mini, tiny"):
+    with pytest.raises(UnknownNameError, match="micro, mini, nano, tiny"):
         pretraining.PretrainConfig(size="huge")
     with pytest.raises(SftbookError, match="steps must be at least 1"):
         pretraining.PretrainConfig(steps=0)
@@ -188,3 +188,16 @@ def test_cache_path_and_missing_cache(tmp_path, monkeypatch):
     assert a.parent == tmp_path and a != b
     with pytest.raises(SftbookError, match="03_pretraining.ipynb"):
         pretraining.load_pretrained(_small_config(), build=False)
+    with pytest.raises(SftbookError, match="03_pretraining.ipynb"):
+        pretraining.checkpoint_fingerprint(_small_config(), build=False)
+
+
+def test_checkpoint_fingerprint_follows_weights_and_vocabulary(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
+    config = _small_config()
+    pretraining.pretrain(config, pretraining.cache_path(config), corpus=SMALL_CORPUS, progress=False)
+    first = pretraining.checkpoint_fingerprint(config, build=False)
+    assert first == pretraining.checkpoint_fingerprint(config, build=False)
+    with open(pretraining.cache_path(config) / "tokenizer.json", "a") as f:
+        f.write(" ")
+    assert pretraining.checkpoint_fingerprint(config, build=False) != first

@@ -24,3 +24,19 @@ def test_figures_draw():
     assert len(plotting.pipeline_diagram([("a", "b"), ("c", "d")]).axes[0].patches) == 3
     with pytest.raises(ValueError):
         plotting.pipeline_diagram([])
+
+
+def test_scaling_study_measures_every_checkpoint_and_is_cached(tmp_path, monkeypatch, capsys):
+    from sftbook import training
+
+    monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
+    monkeypatch.setitem(training.FINETUNE_DEFAULTS, "tiny", {"learning_rate": 3e-4, "epochs": 1})
+    study = scale.scaling_study(sizes=("nano",), checkpoints=(0, 20), progress=False)
+    assert "running it now" in capsys.readouterr().out
+    rows = study["rows"]
+    assert [r["step"] for r in rows] == [0, 20] and rows[0]["flops"] == 0 and rows[1]["tokens"] > 0
+    assert rows[1]["heldout_loss"] < rows[0]["heldout_loss"]  # twenty steps already help
+    assert rows[0]["non_embedding_parameters"] < rows[0]["parameters"]
+    assert 0.4 < study["finetuned"][0]["accuracy"] <= 1
+    assert scale.scaling_study(sizes=("nano",), checkpoints=(0, 20), progress=False) == study
+    assert "running it now" not in capsys.readouterr().out

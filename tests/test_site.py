@@ -19,7 +19,8 @@ from sftbook import book
 
 from conftest import REPO_ROOT
 
-PAGES = ["book/index.html", *[f"book/{p.stem}.html" for p in book.chapters()]]
+CHAPTER_PAGES = [f"book/{p.stem}.html" for p in book.chapters()]
+PAGES = ["book/index.html", *CHAPTER_PAGES, "book/status.html", "book/bibliography.html"]
 
 
 @pytest.fixture(scope="session")
@@ -80,14 +81,17 @@ def render(url: str, tmp_path: Path) -> BeautifulSoup:
 def test_every_chapter_has_a_page(site):
     for page in PAGES:
         assert (site / page).is_file(), page
+    with_math = [p for p in PAGES if "math notranslate" in (site / p).read_text(encoding="utf-8")]
+    assert {"book/index.html", "book/05_attention.html", "book/06_loss_functions.html"} <= set(with_math)
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_renders_with_math_figures_and_no_failed_resource(page, server, tmp_path):
+def test_page_renders_with_math_figures_and_no_failed_resource(page, site, server, tmp_path):
     base, requests = server
     requests.clear()
     dom = render(base + page, tmp_path)
-    assert dom.find("mjx-container") is not None, "MathJax did not typeset the page's math"
+    if "math notranslate" in (site / page).read_text(encoding="utf-8"):  # the page has math
+        assert dom.find("mjx-container") is not None, "MathJax did not typeset the page's math"
     assert not dom.select("mjx-merror"), "MathJax reported a TeX error"
     served = {path: code for path, code in requests}
     images = [urlparse(urljoin(base + page, img["src"])).path for img in dom.find_all("img") if img.get("src")]
@@ -95,7 +99,7 @@ def test_page_renders_with_math_figures_and_no_failed_resource(page, server, tmp
         assert served.get(path) == 200, f"figure {path} did not load"
     failed = [(p, c) for p, c in requests if c >= 400 and not p.endswith("favicon.ico")]
     assert failed == []
-    if page != "book/index.html":
+    if page in CHAPTER_PAGES:
         assert len(images) >= 2, "a chapter without figures?"
 
 
@@ -124,3 +128,32 @@ def test_page_needs_no_network(page, site):
         or (tag.name == "link" and "stylesheet" in (tag.get("rel") or []) and tag.get("href", "").startswith("http"))
     ]
     assert external == []
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_broken_internal_link(page, site):
+    """Every relative link resolves to a built file, and every #anchor to an element with that id."""
+    html = BeautifulSoup((site / page).read_text(encoding="utf-8"), "html.parser")
+    broken = []
+    for anchor in html.find_all("a", href=True):
+        href = anchor["href"]
+        if urlparse(href).scheme or href.startswith(("mailto:", "javascript:")):
+            continue
+        target_path, _, fragment = href.partition("#")
+        target = (site / page).parent / target_path if target_path else site / page
+        if not target.resolve().is_file():
+            broken.append(href)
+            continue
+        if fragment and target.suffix == ".html":
+            ids = {tag.get("id") for tag in BeautifulSoup(target.read_text(encoding="utf-8"), "html.parser").find_all(id=True)}
+            if fragment not in ids:
+                broken.append(href)
+    assert broken == []
+
+
+def test_search_finds_attention(server, tmp_path):
+    base, _ = server
+    dom = render(base + "search.html?q=attention", tmp_path)
+    hits = [a["href"] for a in dom.select("ul.search li a[href]")]
+    assert hits, "the search page returned no result for 'attention'"
+    assert any("05_attention" in href for href in hits), hits

@@ -14,6 +14,7 @@ from sftbook.errors import SftbookError
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "applications",
     "attention",
     "book",
     "cli",
@@ -25,9 +26,11 @@ _SUBMODULES = (
     "ngram",
     "plotting",
     "pretraining",
+    "retrieval",
     "scale",
     "tokenization",
     "training",
+    "translation",
 )
 
 __all__ = ["SftbookError", "__version__", *_SUBMODULES]

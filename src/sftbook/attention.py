@@ -21,7 +21,7 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
         raise SftbookError(f"q, k, v must have the same number (>= 2) of dimensions, got {q.ndim}, {k.ndim}, {v.ndim}.")
     if q.shape[-1] != k.shape[-1]:
-        raise SftbookError(f"q and k must share the last dimension d_k, got {q.shape[-1]} and {k.shape[-1]}.")
+        raise SftbookError(f"q and k must share the last dimension d_k, got {q.shape[-1]} and {k.shape[-1]}; give both the same width.")
     if k.shape[-2] != v.shape[-2]:
         raise SftbookError(f"k and v must have the same number of positions, got {k.shape[-2]} and {v.shape[-2]}.")
     if q.shape[-2] == 0 or k.shape[-2] == 0:
@@ -97,8 +97,20 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, seq, heads * d_k)
 
 
-class MultiHeadSelfAttention(nn.Module):
-    """Project to queries, keys and values, attend in ``num_heads`` heads, merge, project out."""
+def causal_mask(length: int) -> torch.Tensor:
+    """Boolean (1, 1, length, length) mask, True on and below the diagonal: position i sees 0..i only.
+
+    What lets a decoder train on a whole target sentence at once (teacher forcing, chapter 8).
+    """
+    return torch.ones(length, length, dtype=torch.bool).tril()[None, None]
+
+
+class MultiHeadAttention(nn.Module):
+    """Project to queries, keys and values, attend in ``num_heads`` heads, merge, project out.
+
+    Self-attention by default; given ``memory`` the keys and values come from it instead —
+    the *cross-attention* with which a decoder reads the encoder's output (chapter 8).
+    """
 
     def __init__(self, d_model: int, num_heads: int) -> None:
         super().__init__()
@@ -108,21 +120,38 @@ class MultiHeadSelfAttention(nn.Module):
         self.query, self.key, self.value = (nn.Linear(d_model, d_model) for _ in range(3))
         self.output = nn.Linear(d_model, d_model)
 
-    def context(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Merged head outputs before the output projection — what ``BertSelfAttention`` returns."""
-        if x.ndim != 3:
-            raise SftbookError(f"x must be (batch, seq, d_model), got shape {tuple(x.shape)}.")
-        q, k, v = (split_heads(layer(x), self.num_heads) for layer in (self.query, self.key, self.value))
-        mask = None if attention_mask is None else padding_mask(attention_mask)
-        out, weights = scaled_dot_product_attention(q, k, v, mask)  # (batch, heads, seq, d_k)
+    def context(
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Merged head outputs before the output projection — what ``BertSelfAttention`` returns.
+
+        ``attention_mask`` (batch, keys) is a tokenizer padding mask; ``mask`` any boolean mask
+        broadcastable to (batch, heads, queries, keys), e.g. :func:`causal_mask`. Give one or neither.
+        """
+        source = x if memory is None else memory
+        for name, tensor in (("x", x), ("memory", source)):
+            if tensor.ndim != 3:
+                raise SftbookError(f"{name} must be (batch, seq, d_model), got shape {tuple(tensor.shape)}.")
+        if attention_mask is not None and mask is not None:
+            raise SftbookError("Pass either attention_mask (padding) or mask (general), not both; combine them with &.")
+        q = split_heads(self.query(x), self.num_heads)  # (batch, heads, queries, d_k)
+        k, v = (split_heads(layer(source), self.num_heads) for layer in (self.key, self.value))  # (batch, heads, keys, d_k)
+        if attention_mask is not None:
+            mask = padding_mask(attention_mask)
+        out, weights = scaled_dot_product_attention(q, k, v, mask)  # (batch, heads, queries, d_k)
         return merge_heads(out), weights
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        context, weights = self.context(x, attention_mask)
+    def forward(self, x: torch.Tensor, attention_mask=None, memory=None, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projected output and the weights (batch, heads, queries, keys); arguments as in :meth:`context`."""
+        context, weights = self.context(x, attention_mask, memory, mask)
         return self.output(context), weights
 
     @classmethod
-    def from_bert_layer(cls, layer) -> MultiHeadSelfAttention:
+    def from_bert_layer(cls, layer) -> MultiHeadAttention:
         """Copy the weights of a transformers ``BertLayer``'s attention (query/key/value and output dense)."""
         attention = layer.attention
         d_model = attention.self.query.in_features
@@ -137,3 +166,6 @@ class MultiHeadSelfAttention(nn.Module):
                 ours.weight.copy_(theirs.weight)
                 ours.bias.copy_(theirs.bias)
         return module
+
+
+MultiHeadSelfAttention = MultiHeadAttention  # the name chapter 5 introduces it by

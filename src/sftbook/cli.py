@@ -10,14 +10,23 @@ from sftbook.errors import SftbookError
 
 
 def _execute(args: argparse.Namespace) -> int:
-    from sftbook.book import chapters, execute_notebook
+    from sftbook.book import chapters, execute_notebook, write_status
 
     paths = [Path(p) for p in args.notebooks] or chapters()
     for path in paths:
         if not path.is_file():
             raise SftbookError(f"No notebook at {path}; pass a path such as book/01_background.ipynb.")
+    for path in paths:
         print(f"executing {path} ...", flush=True)
         print(f"  {execute_notebook(path.resolve(), timeout=args.timeout):.1f} s", flush=True)
+    print(f"wrote {write_status()}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from sftbook.book import write_status
+
+    print(f"wrote {write_status()}")
     return 0
 
 
@@ -69,6 +78,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
     from sftbook import data, evaluation, modeling, training
 
+    if args.out:
+        modeling.check_save_target(Path(args.out))  # before minutes of training, not after
     dataset = data.load(args.dataset)
     names = dataset["train"].features["label"].names
     encoder, tokenizer = modeling.load_encoder(args.model)
@@ -94,11 +105,14 @@ def _finetune(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
-    from sftbook import evaluation, modeling
+    from sftbook import data, evaluation, modeling
 
+    texts = list(args.texts) + (data.read_texts(Path(args.file)) if args.file else [])
+    if not texts:
+        raise SftbookError("Nothing to predict: pass texts as arguments or --file with one text per line.")
     model = modeling.TextClassifier.from_pretrained(Path(args.model))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    for text, prediction in zip(args.texts, evaluation.predict(model, tokenizer, args.texts)):
+    for text, prediction in zip(texts, evaluation.predict(model, tokenizer, texts)):
         confidence = prediction["probabilities"][prediction["label"]]
         print(f"{prediction['label']}\t{confidence:.3f}\t{text}")
     return 0
@@ -112,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("notebooks", nargs="*", help="notebooks to run (default: every chapter in book/)")
     execute.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
     execute.set_defaults(func=_execute)
+
+    status = commands.add_parser("status", help="rewrite book/status.md from the chapters' stored metadata")
+    status.set_defaults(func=_status)
 
     check = commands.add_parser("check-outputs", help="fail when a chapter's stored outputs are stale")
     check.set_defaults(func=_check_outputs)
@@ -142,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="label texts with a classifier saved by `finetune --out`")
     predict.add_argument("--model", required=True, help="folder written by `finetune --out`")
-    predict.add_argument("texts", nargs="+")
+    predict.add_argument("texts", nargs="*", help="texts to label")
+    predict.add_argument("--file", help="a UTF-8 text file with one text per line")
     predict.set_defaults(func=_predict)
 
     data_cmd = commands.add_parser("data", help="print a dataset's splits and label counts")

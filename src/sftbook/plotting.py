@@ -82,3 +82,26 @@ def _log_axes(ax: Axes, xlabel: str, ylabel: str, logx: bool) -> None:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+
+
+def confusion_plot(matrix, label_names: Sequence[str], title: str = "", ax: Axes | None = None) -> Axes:
+    """``matrix[true, predicted]`` as a heat map with the counts written in (chapters 4 and 8)."""
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    if matrix.shape != (len(label_names), len(label_names)):
+        raise ValueError(f"A {matrix.shape} matrix does not match {len(label_names)} label names.")
+    if ax is None:
+        size = 1.6 + 0.9 * len(label_names)
+        _, ax = plt.subplots(figsize=(size, size * 0.9))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, f"{count:,}", ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
+    ticks = list(range(len(label_names)))
+    ax.set_xticks(ticks, label_names)
+    ax.set_yticks(ticks, label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.grid(False)
+    ax.set_title(title)
+    return ax

@@ -40,6 +40,9 @@ IGNORE_INDEX = -100  # label of positions the loss skips (PyTorch's cross_entrop
 
 # Sized for a 2-core CPU: `tiny` is Google's BERT-Tiny shape (Turc et al., 2019), `mini` BERT-Mini's.
 SIZES: dict[str, dict[str, int]] = {
+    # nano and micro exist for chapter 9's scaling study; tiny and mini follow Turc et al. (2019)
+    "nano": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 128},
+    "micro": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 256},
     "tiny": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},
     "mini": {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 1024},
 }
@@ -228,7 +231,7 @@ class PretrainConfig:
             raise UnknownNameError("model size", self.size, sorted(SIZES))
         for name in ("vocab_size", "max_length", "batch_size", "steps", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
-                raise SftbookError(f"{name} must be at least 1, got {getattr(self, name)}.")
+                raise SftbookError(f"{name} must be at least 1, got {getattr(self, name)}; pass a positive whole number.")
 
 
 @dataclass
@@ -400,6 +403,28 @@ def cache_path(config: PretrainConfig) -> Path:
     return cache_root() / f"pretrained-bert-{config.size}-{digest.hexdigest()[:12]}"
 
 
+def _complete(path: Path) -> bool:
+    state = path / "state.json"
+    return state.is_file() and bool(json.loads(state.read_text()).get("complete"))
+
+
+def checkpoint_fingerprint(config: PretrainConfig, build: bool = True) -> str:
+    """sha256 of the cached checkpoint's weights and vocabulary (pretrained first when missing and ``build``).
+
+    Chapter 3 pretrains anew on every run, and the WordPiece trainer is not deterministic, so models
+    fine-tuned from the checkpoint (chapter 4) key their cache on this, not on the configuration alone.
+    """
+    path = cache_path(config)
+    if not _complete(path):
+        if not build:
+            raise SftbookError(f"No pretrained checkpoint at {path}; run book/03_pretraining.ipynb or `python -m sftbook pretrain`.")
+        load_pretrained(config)
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", "tokenizer.json"):
+        digest.update(data.sha256_file(path / name).encode())
+    return digest.hexdigest()
+
+
 def load_pretrained(config: PretrainConfig | None = None, build: bool = True):
     """The chapter-3 checkpoint for ``config`` as ``(BertForMaskedLM, tokenizer)``; pretrained when missing.
 
@@ -410,8 +435,7 @@ def load_pretrained(config: PretrainConfig | None = None, build: bool = True):
 
     config = config or PretrainConfig()
     path = cache_path(config)
-    state = path / "state.json"
-    if not (state.is_file() and json.loads(state.read_text()).get("complete")):
+    if not _complete(path):
         if not build:
             raise SftbookError(f"No pretrained checkpoint at {path}; run book/03_pretraining.ipynb or `python -m sftbook pretrain`.")
         print(f"No cached pretrained BERT-{config.size} at {path}: pretraining it now ({config.steps} steps; a few minutes on a CPU).")

@@ -157,7 +157,7 @@ class FineTuneConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
-                raise SftbookError(f"{name} must be at least 1, got {getattr(self, name)}.")
+                raise SftbookError(f"{name} must be at least 1, got {getattr(self, name)}; pass a positive whole number.")
         if not self.learning_rate > 0:
             raise SftbookError(f"learning_rate must be positive, got {self.learning_rate}.")
 
@@ -268,15 +268,19 @@ def fine_tune(model, tokenizer, dataset, config: FineTuneConfig, progress: bool 
 FINETUNE_DEFAULTS: dict[str, dict[str, Any]] = {
     # chosen on SST-2 validation accuracy (chapter 4 shows the runs)
     "minilm": {"learning_rate": 1e-4, "epochs": 2},
+    "minilm-random": {"learning_rate": 1e-4, "epochs": 2},  # the same recipe, to isolate pretraining (chapter 10)
     "tiny": {"learning_rate": 3e-4, "epochs": 3},
     "tiny-random": {"learning_rate": 3e-4, "epochs": 3},
 }
 
 
-def finetuned_classifier(model_name: str, dataset_name: str, pooling: str = "mean", build: bool = True, **overrides: Any):
+def finetuned_classifier(
+    model_name: str, dataset_name: str, pooling: str = "mean", build: bool = True, train_size: int | None = None, **overrides: Any
+):
     """A fine-tuned ``(TextClassifier, tokenizer, history)`` from the cache, trained (with a message) when missing.
 
-    Chapters 5, 7 and 8 use the classifiers chapter 4 trains; each still runs alone.
+    Chapters 5, 7, 8 and 10 use the classifiers chapter 4 trains; each still runs alone. ``train_size``
+    fine-tunes on a stratified subset of the training split (:func:`sftbook.data.subsample`, seed 0).
     """
     import hashlib
     import inspect
@@ -288,11 +292,16 @@ def finetuned_classifier(model_name: str, dataset_name: str, pooling: str = "mea
     from sftbook.env import cache_root
 
     config = FineTuneConfig(**{**FINETUNE_DEFAULTS.get(model_name, {}), **overrides})
-    digest = hashlib.sha256(json.dumps([model_name, dataset_name, pooling, asdict(config)], sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps([model_name, dataset_name, pooling, asdict(config), train_size], sort_keys=True).encode())
     digest.update(json.dumps(data.expected_checksums(), sort_keys=True).encode())
     for module in (inspect.getmodule(fine_tune), modeling):
         digest.update(inspect.getsource(module).encode())
-    path = cache_root() / f"finetuned-{model_name}-{dataset_name}-{digest.hexdigest()[:12]}"
+    if model_name in ("tiny", "tiny-random"):  # chapter 3 re-pretrains: its weights and vocabulary are inputs too
+        from sftbook import pretraining
+
+        digest.update(pretraining.checkpoint_fingerprint(pretraining.PretrainConfig(), build=build).encode())
+    subset = "" if train_size is None else f"-n{train_size}"
+    path = cache_root() / f"finetuned-{Path(model_name).name}-{dataset_name}{subset}-{digest.hexdigest()[:12]}"
     if (path / modeling.CLASSIFIER_CONFIG).is_file() and (path / "history.json").is_file():
         history = json.loads((path / "history.json").read_text())
         return modeling.TextClassifier.from_pretrained(path), AutoTokenizer.from_pretrained(path), history
@@ -300,6 +309,8 @@ def finetuned_classifier(model_name: str, dataset_name: str, pooling: str = "mea
         raise SftbookError(f"No fine-tuned {model_name} on {dataset_name} at {path}; run book/04_fine_tuning.ipynb.")
     print(f"No cached {model_name} fine-tuned on {dataset_name} at {path}: fine-tuning it now.")
     dataset = data.load(dataset_name)
+    if train_size is not None:
+        dataset["train"] = data.subsample(dataset["train"], train_size)
     encoder, tokenizer = modeling.load_encoder(model_name)
     names = dataset["train"].features["label"].names
     model = modeling.TextClassifier(encoder, len(names), pooling, label_names=names)

@@ -1,0 +1,70 @@
+"""Every budget of the book in one run: each chapter executed top to bottom, then fine-tuning throughput.
+
+Chapters run on a fresh kernel from copies in a temporary folder (the committed notebooks are not
+touched), with the model cache as it is — so the times are those of `make execute` on this machine.
+The results land in benchmarks/results.json, which the status page (book/status.md) shows.
+
+    python benchmarks/run_all.py [--chapters 01_background 05_attention] [--skip-throughput] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sftbook import env
+from sftbook.book import BENCHMARK_RESULTS, BOOK_DIR, chapters, execute_notebook
+
+BUDGET_MIN = 20  # make execute, all chapters, on the 2-core machine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chapters", nargs="*", help="chapter stems to run (default: all)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--out", type=Path, default=BENCHMARK_RESULTS, help="where to write the JSON results")
+    args = parser.parse_args()
+    env.configure_environment()
+    selected = [p for p in chapters() if not args.chapters or p.stem in args.chapters]
+    if not selected:
+        parser.error(f"no chapter matches {args.chapters}; names look like 01_background")
+    results: dict[str, str] = {}
+    total = 0.0
+    with tempfile.TemporaryDirectory() as scratch:
+        book = Path(scratch) / "book"
+        shutil.copytree(BOOK_DIR, book)  # chapters read each other's stored text (chapter 8)
+        for path in selected:
+            start = time.perf_counter()
+            execute_notebook(book / path.name)
+            seconds = time.perf_counter() - start
+            total += seconds
+            results[f"run time, {path.stem}"] = f"{seconds:.0f} s"
+            print(f"{path.stem:<22} {seconds:7.1f} s", flush=True)
+    results["run time, all selected chapters"] = f"{total / 60:.1f} min (budget {BUDGET_MIN} min)"
+    print(f"{'all':<22} {total / 60:7.1f} min", flush=True)
+    if not args.skip_throughput:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from finetune_throughput import measure
+
+        throughput = measure()
+        results["fine-tuning, sftbook loop (samples/s)"] = f"{throughput['ours_samples_per_s']:.1f}"
+        results["fine-tuning, transformers.Trainer (samples/s)"] = f"{throughput['trainer_samples_per_s']:.1f}"
+        results["throughput ratio, ours / Trainer"] = f"{throughput['ratio_ours_over_trainer']:.2f}×"
+        results["model FLOP utilisation (MFU)"] = f"{throughput['mfu']:.1%}"
+    machine = env.machine_info()
+    args.out.write_text(json.dumps({
+        "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{machine['cpu']}, {machine['cores']} cores, {machine['device']}, torch {machine['torch']}",
+        "results": results,
+    }, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

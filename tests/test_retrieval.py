@@ -1,0 +1,87 @@
+"""Chapter 8's summarization and retrieval helpers, on the book's own text and on toy vectors."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from sftbook import applications, retrieval
+from sftbook.errors import SftbookError, UnknownNameError
+
+
+def test_markdown_is_cleaned_and_glued_numbers_filled_in():
+    text = "## Head\nWe ran {glue:text}`steps:,` steps {cite:p}`x2020` in $O(n^2)$, see {doc}`04_fine_tuning`.\n```python\nprint(1)\n```\n**Bold** end."
+    cleaned = retrieval.clean_markdown(text, {"steps": "6000"})
+    assert "6,000 steps" in cleaned and "O(n^2)" in cleaned and "04_fine_tuning" in cleaned
+    assert "print" not in cleaned and "cite" not in cleaned and "**" not in cleaned and "##" not in cleaned
+
+
+def test_book_documents_are_prose_with_headings_and_no_glue_roles():
+    documents = retrieval.book_documents(["05_attention"])
+    passages = documents["05_attention"]
+    assert len(passages) > 5
+    assert all("{glue" not in p and "```" not in p for p in passages)
+    assert any(" — " in p for p in passages)
+    with pytest.raises(SftbookError, match="03_pretraining"):
+        retrieval.book_documents(["no_such_chapter"])
+
+
+def test_sentences_split_on_end_punctuation():
+    # "Was it?" is dropped: fragments under three words are not summary material
+    assert retrieval.split_sentences("The cat sat down. It was tired! Was it? Yes it was. e.g. not 3.5 here") == [
+        "The cat sat down.", "It was tired!", "Yes it was. e.g. not 3.5 here"
+    ]
+    with pytest.raises(SftbookError, match="non-empty document"):
+        retrieval.split_sentences("   ")
+
+
+def test_centroid_summary_prefers_central_and_avoids_duplicates():
+    vectors = np.array([[1, 0], [0.9, 0.1], [0.9, 0.1], [0, 1], [0.7, 0.7]], dtype=float)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    chosen = retrieval.centroid_summary(vectors, 2, redundancy=1.0)
+    assert chosen == sorted(chosen) and len(chosen) == 2
+    assert not {1, 2} <= set(chosen)  # the duplicate pair is never chosen together
+    assert retrieval.centroid_summary(vectors, 10) == [0, 1, 2, 3, 4]
+    for bad, message in [(np.zeros((0, 2)), "empty document"), (vectors, "k ≥ 1")]:
+        with pytest.raises(SftbookError, match=message):
+            retrieval.centroid_summary(bad, 0 if len(bad) else 2)
+    with pytest.raises(SftbookError, match="empty document"):
+        retrieval.lead_summary([], 3)
+
+
+def test_rouge_1_recall_counts_content_words_with_multiplicity():
+    assert retrieval.rouge_1_recall("attention attention heads", "the attention heads attention") == 1.0
+    assert retrieval.rouge_1_recall("heads", "attention heads") == 0.5
+    with pytest.raises(SftbookError, match="no content words"):
+        retrieval.rouge_1_recall("x", "the of and")
+
+
+def test_passage_index_ranks_by_cosine_and_warns_on_long_questions(monkeypatch):
+    # two-dimensional "embeddings" by phrase, so the ranking is known without a model
+    vectors = {"cats purr": [1.0, 0.0], "dogs bark": [0.0, 1.0], "cats and dogs": [0.7, 0.7]}
+
+    def fake_embed(encoder, tokenizer, texts, max_length=256):
+        out = np.array([vectors.get(t, [1.0, 0.1]) for t in texts])
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    monkeypatch.setattr(retrieval, "embed", fake_embed)
+    tokenizer = lambda text: {"input_ids": text.split()}
+    index = retrieval.PassageIndex(None, tokenizer, {"a": ["cats purr", "dogs bark"], "b": ["cats and dogs"]}, max_length=5)
+    hits = index.search("why do cats purr", top_k=2)
+    assert [h.passage for h in hits] == ["cats purr", "cats and dogs"] and hits[0].score > hits[1].score
+    assert hits[1].source == "b"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index.search("why " * 10)
+    assert any("first 5 are used" in str(w.message) for w in caught)
+    with pytest.raises(SftbookError, match="query is empty"):
+        index.search(" ")
+    with pytest.raises(SftbookError, match="No passages"):
+        retrieval.PassageIndex(None, tokenizer, {"a": []})
+
+
+def test_applications_registry():
+    assert set(applications.APPLICATIONS) == {"sentiment", "translation", "summarization", "question-answering"}
+    assert "cross-attention" in applications.application("translation").head
+    with pytest.raises(UnknownNameError, match="choose one of: question-answering, sentiment"):
+        applications.application("chatbot")
