@@ -10,7 +10,7 @@ import sys
 
 LOG = os.environ.get("SFTBOOK_NETWORK_LOG")
 BLOCK = os.environ.get("SFTBOOK_BLOCK_NETWORK") == "1"
-LOCAL = ("127.", "::1", "localhost", "0.0.0.0", "")
+LOCAL_NAMES = {"", "localhost", "0.0.0.0", "::1"}
 
 
 def _deliberate() -> bool:
@@ -32,7 +32,7 @@ def _audit(event: str, args: tuple) -> None:
         host = str(address[0])
     else:
         return
-    if host.startswith(LOCAL) or host in LOCAL:
+    if host in LOCAL_NAMES or host.startswith("127."):
         return
     kind = "deliberate" if _deliberate() else "UNANNOUNCED"
     if LOG:
