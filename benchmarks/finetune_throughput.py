@@ -2,9 +2,12 @@
 
 Both train the same classifier (all-MiniLM-L6-v2 + mean pooling + linear head) on the same SST-2
 sentences, batch size, maximum length, length-grouped batches and dynamic padding, in one process, for
-the same number of steps. MFU is the loop's achieved FLOP/s — 6 · N · D / seconds, with N the
-non-embedding parameters (embedding lookups do no multiply-adds; Kaplan et al., 2020) and D the tokens —
-over the peak float32 matmul rate measured in this same run.
+the same number of steps. Four runs: each loop with its defaults (ours: bf16 autocast where the hardware
+has bf16, fused AdamW; Trainer: float32, fused AdamW), then both in float32 and both in bf16 autocast,
+so the headline ratio can be told apart from what precision alone buys. MFU is a run's achieved FLOP/s —
+6 · N · D / seconds, with N the non-embedding parameters (embedding lookups do no multiply-adds; Kaplan
+et al., 2020) and D the tokens — over the peak matmul rate, in the precision that run multiplied in,
+measured in this same process.
 
     python benchmarks/finetune_throughput.py [--steps 40] [--batch-size 32]
 """
@@ -23,9 +26,9 @@ from sftbook import data, env, modeling, training
 from sftbook.evaluation import encode_texts
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
-    """Best observed FLOP/s of a square float32 matmul on this device."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak(size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """Best observed FLOP/s of a square matmul in ``dtype`` on this CPU."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -47,10 +50,18 @@ def new_classifier(label_names: list[str]) -> modeling.TextClassifier:
     return modeling.TextClassifier(encoder, 2, "mean", label_names=label_names)
 
 
-def ours(dataset, batch_size: int, max_length: int) -> float:
+def _fresh_accelerate_state() -> None:
+    """Trainer builds an Accelerator whose precision Accelerate fixes once per process; forget it between runs."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def ours(dataset, batch_size: int, max_length: int, precision: str = "auto") -> float:
+    _fresh_accelerate_state()
     _, tokenizer = modeling.load_minilm()
     model = new_classifier(dataset["train"].features["label"].names)
-    config = training.FineTuneConfig(epochs=1, batch_size=batch_size, max_length=max_length, learning_rate=5e-5)
+    config = training.FineTuneConfig(epochs=1, batch_size=batch_size, max_length=max_length, learning_rate=5e-5, precision=precision)
     start = time.perf_counter()
     training.fine_tune(model, tokenizer, dataset, config, progress=False)
     return time.perf_counter() - start
@@ -68,9 +79,10 @@ class _TrainerModel(torch.nn.Module):
         return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
 
 
-def trainer(dataset, batch_size: int, max_length: int) -> float:
+def trainer(dataset, batch_size: int, max_length: int, bf16: bool = False) -> float:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
+    _fresh_accelerate_state()
     _, tokenizer = modeling.load_minilm()
     texts = list(dataset["train"]["text"])
     train = datasets.Dataset.from_dict(
@@ -83,7 +95,7 @@ def trainer(dataset, batch_size: int, max_length: int) -> float:
             output_dir=out, per_device_train_batch_size=batch_size, num_train_epochs=1, learning_rate=5e-5,
             weight_decay=0.01, warmup_steps=max(1, len(train) // batch_size // 10), max_grad_norm=1.0, train_sampling_strategy="group_by_length", length_column_name="length",
             logging_strategy="no", save_strategy="no", eval_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0, disable_tqdm=True, seed=0,
+            dataloader_num_workers=0, disable_tqdm=True, seed=0, bf16=bf16,
         )
         runner = Trainer(model=model, args=arguments, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer))
         start = time.perf_counter()
@@ -101,9 +113,11 @@ def main() -> None:
 
 
 def measure(steps: int = 40, batch_size: int = 32, max_length: int = 64) -> dict[str, float]:
-    """Run both loops and the matmul peak in this process; print and return samples/s, ratio and MFU."""
+    """Run both loops (defaults, float32, bf16) and the matmul peaks in this process; print and return
+    samples/s, ratios and MFU."""
     env.configure_environment()
     os.environ.setdefault("ACCELERATE_DISABLE_RICH", "1")
+    device = env.get_device(verbose=False)
     dataset = subset(steps, batch_size)
     samples = steps * batch_size
     _, tokenizer = modeling.load_minilm()
@@ -111,18 +125,34 @@ def measure(steps: int = 40, batch_size: int = 32, max_length: int = 64) -> dict
     classifier = new_classifier(["negative", "positive"])
     parameters = sum(p.numel() for p in classifier.parameters())
     embedding = sum(p.numel() for p in classifier.encoder.embeddings.parameters())
+    ours_default = training.mixed_precision("auto", device)  # "bf16" or "no"
 
-    ours_seconds = ours(dataset, batch_size, max_length)
-    trainer_seconds = trainer(dataset, batch_size, max_length)
-    peak = matmul_peak()
-    achieved = 6 * (parameters - embedding) * tokens / ours_seconds
-    print(f"device: {env.get_device(verbose=False).type}, {torch.get_num_threads()} threads; {samples} samples, {tokens} tokens, {parameters / 1e6:.1f}M parameters ({(parameters - embedding) / 1e6:.1f}M outside the embeddings)")
-    print(f"sftbook loop:         {samples / ours_seconds:7.1f} samples/s ({ours_seconds:.1f} s, incl. one 32-sentence evaluation)")
-    print(f"transformers.Trainer: {samples / trainer_seconds:7.1f} samples/s ({trainer_seconds:.1f} s)")
-    print(f"ratio (ours / Trainer): {trainer_seconds / ours_seconds:.2f}x")
-    print(f"achieved {achieved / 1e9:.1f} GFLOP/s (6·N·D, non-embedding N) / measured matmul peak {peak / 1e9:.1f} GFLOP/s = MFU {achieved / peak:.1%}")
-    return {"ours_samples_per_s": samples / ours_seconds, "trainer_samples_per_s": samples / trainer_seconds,
-            "ratio_ours_over_trainer": trainer_seconds / ours_seconds, "mfu": achieved / peak}
+    seconds = {
+        "ours, defaults": ours(dataset, batch_size, max_length, "auto"),
+        "Trainer, defaults": trainer(dataset, batch_size, max_length),
+        "ours, fp32": ours(dataset, batch_size, max_length, "fp32"),
+        "ours, bf16": ours(dataset, batch_size, max_length, "bf16"),
+        "Trainer, bf16": trainer(dataset, batch_size, max_length, bf16=True),
+    }
+    seconds["Trainer, fp32"] = seconds["Trainer, defaults"]  # Trainer's default precision is float32
+    peak = {"fp32": matmul_peak(), "bf16": matmul_peak(dtype=torch.bfloat16)}
+    flops = 6 * (parameters - embedding) * tokens
+    print(f"device: {device.type}, {torch.get_num_threads()} threads, native bf16: {env.native_bf16(device)}; "
+          f"{samples} samples, {tokens} tokens, {parameters / 1e6:.1f}M parameters ({(parameters - embedding) / 1e6:.1f}M outside the embeddings)")
+    print(f"our defaults: {'bf16 autocast' if ours_default == 'bf16' else 'float32'}, fused AdamW; Trainer's: float32, fused AdamW")
+    for name, s in seconds.items():
+        print(f"{name:<18} {samples / s:7.1f} samples/s ({s:.1f} s{', incl. one 32-sentence evaluation' if name.startswith('ours') else ''})")
+    ratio = {kind: seconds[f"Trainer, {kind}"] / seconds[f"ours, {kind}"] for kind in ("defaults", "fp32", "bf16")}
+    print(f"ratio ours / Trainer: {ratio['defaults']:.2f}x with each one's defaults; "
+          f"{ratio['fp32']:.2f}x both float32; {ratio['bf16']:.2f}x both bf16")
+    mfu = {kind: flops / seconds[f"ours, {kind}"] / peak[kind] for kind in ("fp32", "bf16")}
+    for kind in ("fp32", "bf16"):
+        print(f"ours, {kind}: {flops / seconds[f'ours, {kind}'] / 1e9:.1f} GFLOP/s (6·N·D, non-embedding N) / measured {kind} "
+              f"matmul peak {peak[kind] / 1e9:.1f} GFLOP/s = MFU {mfu[kind]:.1%}")
+    return {"ours_samples_per_s": samples / seconds["ours, defaults"], "trainer_samples_per_s": samples / seconds["Trainer, defaults"],
+            "ratio_ours_over_trainer": ratio["defaults"], "ratio_fp32": ratio["fp32"], "ratio_bf16": ratio["bf16"],
+            "ours_precision": "bf16" if ours_default == "bf16" else "fp32",
+            "mfu": mfu["bf16" if ours_default == "bf16" else "fp32"], "mfu_fp32": mfu["fp32"], "mfu_bf16": mfu["bf16"]}
 
 
 if __name__ == "__main__":

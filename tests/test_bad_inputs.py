@@ -129,6 +129,7 @@ CASES = [
     ("empty text", lambda ws: evaluation.predict(ws.classifier(), ws.tokenizer, ["a good film", ""]), "Text #1 is empty"),
     ("whitespace text", lambda ws: evaluation.predict(ws.classifier(), ws.tokenizer, ["   "]), "Text #0 is empty"),
     ("label outside the label set", wrong_label, "Label 5 is outside"),
+    ("unknown precision", lambda ws: training.FineTuneConfig(precision="fp16"), "precision must be one of auto, fp32, bf16, got 'fp16'"),
     ("fewer than two classes", lambda ws: modeling.TextClassifier(toy_encoder(ws.tokenizer), 1), "num_labels >= 2"),
     ("sequence longer than the position embeddings", too_long_for_fill_mask, "exceeds the model's 8 position embeddings"),
     ("NaN loss during training", nan_loss, "lower the learning rate"),

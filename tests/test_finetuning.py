@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from sftbook import evaluation, modeling, training
+from sftbook import env, evaluation, modeling, training
 from sftbook.errors import HubUnavailableError, SftbookError, UnknownNameError
 from sftbook.tokenization import train_wordpiece
 
@@ -88,6 +88,42 @@ def test_fine_tune_is_deterministic_on_cpu(tokenizer):
         runs.append(([{k: v for k, v in h.items() if k != "seconds"} for h in result.history], result.model.state_dict()))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+
+
+def test_precision_settings():
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    assert training.mixed_precision("fp32", cpu) == "no"
+    assert training.mixed_precision("bf16", cpu) == "bf16"
+    assert training.mixed_precision("auto", cpu) == ("bf16" if env.native_bf16(cpu) else "no")
+    assert env.native_bf16(meta) is False and training.mixed_precision("auto", meta) == "no"
+    with pytest.raises(SftbookError, match="precision must be one of auto, fp32, bf16"):
+        training.mixed_precision("half", cpu)
+
+
+def test_bf16_autocast_trains_close_to_float32(tokenizer):
+    histories = {}
+    for precision in ("fp32", "bf16"):
+        model = modeling.TextClassifier(toy_encoder(tokenizer), 2)
+        config = training.FineTuneConfig(epochs=3, batch_size=4, learning_rate=1e-3, precision=precision)
+        histories[precision] = [h["train_loss"] for h in training.fine_tune(model, tokenizer, toy_dataset(16), config, progress=False).history]
+    assert histories["fp32"] != histories["bf16"]  # autocast really ran in bf16 ...
+    assert histories["bf16"] == pytest.approx(histories["fp32"], rel=0.05)  # ... and changed little
+    assert histories["bf16"][-1] < histories["bf16"][0]
+
+
+def test_classifier_head_ignores_and_keeps_the_global_random_state(tokenizer):
+    encoder = toy_encoder(tokenizer)
+    torch.manual_seed(2)
+    torch.rand(5)
+    expected_next_draw = torch.rand(1)
+    torch.manual_seed(1)
+    first = modeling.TextClassifier(encoder, 2).classifier.weight
+    torch.manual_seed(2)
+    torch.rand(5)
+    second = modeling.TextClassifier(encoder, 2).classifier.weight
+    assert torch.equal(torch.rand(1), expected_next_draw)  # building a classifier drew nothing from it
+    assert torch.equal(first, second)
+    assert not torch.equal(first, modeling.TextClassifier(encoder, 2, seed=1).classifier.weight)
 
 
 def test_fine_tune_bad_inputs(tokenizer):

@@ -83,9 +83,9 @@ def _finetune(args: argparse.Namespace) -> int:
     dataset = data.load(args.dataset)
     names = dataset["train"].features["label"].names
     encoder, tokenizer = modeling.load_encoder(args.model)
-    model = modeling.TextClassifier(encoder, len(names), args.pooling, label_names=names)
     settings = {**training.FINETUNE_DEFAULTS.get(args.model, {})}
     settings.update({k: v for k, v in {"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed}.items() if v is not None})
+    model = modeling.TextClassifier(encoder, len(names), args.pooling, label_names=names, seed=settings.get("seed", 0))
     result = training.fine_tune(model, tokenizer, dataset, training.FineTuneConfig(**settings))
     metrics = {
         "model": args.model,

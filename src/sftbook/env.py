@@ -118,6 +118,17 @@ def get_device(verbose: bool = True) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware (chapter 4): a CUDA GPU that supports
+    bf16, or a CPU with AVX512-BF16 or AMX. Elsewhere bf16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return False
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated exactly on the CPU."""
     if not isinstance(seed, int) or seed < 0:

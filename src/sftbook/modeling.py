@@ -73,10 +73,14 @@ class TextClassifier(nn.Module):
 
     The hidden size comes from the encoder's config (the article hard-codes 768); ``pooling`` picks the
     sentence vector: ``pooler`` (BERT's tanh(dense([CLS])), the article's ``outputs[1]``), ``cls`` (the
-    raw [CLS] vector) or ``mean`` (average over real tokens).
+    raw [CLS] vector) or ``mean`` (average over real tokens). The new head's initial weights depend on
+    ``seed`` alone, not on whatever drew random numbers before, so a cached fine-tuned model is the same
+    whichever chapter trained it.
     """
 
-    def __init__(self, encoder, num_labels: int, pooling: str = "mean", dropout: float = 0.1, label_names: list[str] | None = None) -> None:
+    def __init__(
+        self, encoder, num_labels: int, pooling: str = "mean", dropout: float = 0.1, label_names: list[str] | None = None, seed: int = 0
+    ) -> None:
         super().__init__()
         if num_labels < 2:
             raise SftbookError(f"A classifier needs num_labels >= 2, got {num_labels}; pass the number of classes in the data set.")
@@ -91,7 +95,9 @@ class TextClassifier(nn.Module):
         if len(self.label_names) != num_labels:
             raise SftbookError(f"{len(self.label_names)} label names for {num_labels} labels.")
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask)

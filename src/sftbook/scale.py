@@ -110,7 +110,7 @@ def scaling_study(
                     "seconds": result.seconds,
                 })
             names = sst2["train"].features["label"].names
-            classifier = modeling.TextClassifier(result.model.bert, len(names), "mean", label_names=names)
+            classifier = modeling.TextClassifier(result.model.bert, len(names), "mean", label_names=names, seed=seed)
             tuned = training.fine_tune(classifier, result.tokenizer, sst2, training.FineTuneConfig(**training.FINETUNE_DEFAULTS["tiny"], seed=seed), progress=progress)
             finetuned.append({"size": size, "step": steps, **evaluation.evaluate(tuned.model, result.tokenizer, sst2["test"]), "seconds": tuned.seconds})
     study = {"rows": rows, "finetuned": finetuned}
