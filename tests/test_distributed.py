@@ -33,6 +33,10 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}-of-2.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["parameters"] == ranks[1]["parameters"], "the two ranks ended with different weights"
-    np.testing.assert_allclose(ranks[0]["parameters"], one["parameters"], atol=1e-5)
+    # Averaging two half-batch gradients rounds differently from one whole-batch gradient, and Adam's
+    # normalised step turns that rounding into up to ~1e-5 in near-zero-gradient weights (measured
+    # 1.7e-5 once with the fused kernel); 1e-4 is 1% of one step at lr 1e-2. Sharding the data wrongly
+    # (split_batches=False: other global batches) moved a weight by 3e-2 when measured.
+    np.testing.assert_allclose(ranks[0]["parameters"], one["parameters"], atol=1e-4)
     mean_loss = (ranks[0]["train_loss"] + ranks[1]["train_loss"]) / 2
     assert abs(mean_loss - one["train_loss"]) < 1e-4
