@@ -8,14 +8,17 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import BertConfig, BertModel, BertTokenizer
 
 from sftbook import modeling, training
 
-tokenizer_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
-tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+out_dir = Path(sys.argv[1])
 good = ["a good film", "a great movie", "good acting and a great plot", "great fun"]
 bad = ["a bad film", "a dull movie", "bad acting and a dull plot", "dull stuff"]
+# A fixed word vocabulary, not a trained one: WordPiece training breaks frequency ties in hash order,
+# which gave every run a slightly different toy problem.
+words = sorted({word for sentence in good + bad for word in sentence.split()})
+tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])})
 features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
 split = datasets.Dataset.from_dict({"text": (bad + good) * 2, "label": ([0] * 4 + [1] * 4) * 2}, features=features)
 dataset = datasets.DatasetDict({"train": split, "validation": split})
