@@ -1,7 +1,9 @@
 # Two commands set everything up on a fresh machine that has only Python 3.10+:
 #   make book   - creates .venv, installs, builds the HTML book into _build/html
-#   make test   - creates .venv, installs, runs every test (units, nbval on every chapter,
-#                 stale-output check, book build with warnings as errors, headless-browser check)
+#   make test   - creates .venv, installs, runs every test (units, nbval on every chapter at the reduced
+#                 scale, stale-output check, book build with warnings as errors, headless-browser check)
+# and one for the edit-test loop:
+#   make check  - ruff (lint and format) and the fast unit tests, in minutes
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,13 +11,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sftbook-installed
 NB ?=
 
-.PHONY: install book test execute check-outputs benchmark lab browser clean
+# torch is pinned once, in requirements.txt; it is installed alone first (see below)
+TORCH_PIN := $(shell grep -o '^torch==[^ ]*' requirements.txt)
+
+.PHONY: install book test test-full check execute check-outputs benchmark lab browser clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torch first: resolved alone, the pin takes the CPU wheel; any other torch pulls a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m pip check
@@ -38,8 +43,20 @@ check-outputs: install
 benchmark: install
 	$(PY) benchmarks/run_all.py
 
+# Every chapter under nbval at the reduced scale (SFTBOOK_SCALE=reduced: smaller splits, fewer steps and
+# epochs, the same code); the unit tests themselves always run at the full scale (tests/conftest.py).
 test: install browser
-	$(PY) -m pytest
+	SFTBOOK_SCALE=reduced $(PY) -m pytest
+
+# Every chapter under nbval at the full scale, as `make execute` runs them (slow: see README).
+test-full: install
+	SFTBOOK_SCALE=full $(PY) -m pytest book
+
+# The edit-test loop: lint, format check and the unit tests not marked slow.
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest tests -m "not slow"
 
 lab: install
 	$(VENV)/bin/jupyter lab --notebook-dir=book

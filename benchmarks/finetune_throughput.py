@@ -22,8 +22,8 @@ import time
 import datasets
 import torch
 
-from sftbook import data, env, modeling, training
-from sftbook.evaluation import encode_texts
+from sftbook import data, env, finetuning, modeling
+from sftbook.batching import encode_texts
 
 
 def matmul_peak(size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
@@ -61,9 +61,9 @@ def ours(dataset, batch_size: int, max_length: int, precision: str = "auto") -> 
     _fresh_accelerate_state()
     _, tokenizer = modeling.load_minilm()
     model = new_classifier(dataset["train"].features["label"].names)
-    config = training.FineTuneConfig(epochs=1, batch_size=batch_size, max_length=max_length, learning_rate=5e-5, precision=precision)
+    config = finetuning.FineTuneConfig(epochs=1, batch_size=batch_size, max_length=max_length, learning_rate=5e-5, precision=precision)
     start = time.perf_counter()
-    training.fine_tune(model, tokenizer, dataset, config, progress=False)
+    finetuning.fine_tune(model, tokenizer, dataset, config, progress=False)
     return time.perf_counter() - start
 
 
@@ -85,17 +85,29 @@ def trainer(dataset, batch_size: int, max_length: int, bf16: bool = False) -> fl
     _fresh_accelerate_state()
     _, tokenizer = modeling.load_minilm()
     texts = list(dataset["train"]["text"])
-    train = datasets.Dataset.from_dict(
-        {"input_ids": encode_texts(tokenizer, texts, max_length), "labels": list(dataset["train"]["label"])}
-    )
+    train = datasets.Dataset.from_dict({"input_ids": encode_texts(tokenizer, texts, max_length), "labels": list(dataset["train"]["label"])})
     train = train.map(lambda row: {"attention_mask": [1] * len(row["input_ids"]), "length": len(row["input_ids"])})
     model = _TrainerModel(new_classifier(dataset["train"].features["label"].names))
     with tempfile.TemporaryDirectory() as out:
         arguments = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=batch_size, num_train_epochs=1, learning_rate=5e-5,
-            weight_decay=0.01, warmup_steps=max(1, len(train) // batch_size // 10), max_grad_norm=1.0, train_sampling_strategy="group_by_length", length_column_name="length",
-            logging_strategy="no", save_strategy="no", eval_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
-            dataloader_num_workers=0, disable_tqdm=True, seed=0, bf16=bf16,
+            output_dir=out,
+            per_device_train_batch_size=batch_size,
+            num_train_epochs=1,
+            learning_rate=5e-5,
+            weight_decay=0.01,
+            warmup_steps=max(1, len(train) // batch_size // 10),
+            max_grad_norm=1.0,
+            train_sampling_strategy="group_by_length",
+            length_column_name="length",
+            logging_strategy="no",
+            save_strategy="no",
+            eval_strategy="no",
+            report_to=[],
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            seed=0,
+            bf16=bf16,
         )
         runner = Trainer(model=model, args=arguments, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer))
         start = time.perf_counter()
@@ -125,7 +137,7 @@ def measure(steps: int = 40, batch_size: int = 32, max_length: int = 64) -> dict
     classifier = new_classifier(["negative", "positive"])
     parameters = sum(p.numel() for p in classifier.parameters())
     embedding = sum(p.numel() for p in classifier.encoder.embeddings.parameters())
-    default_kind = "bf16" if training.mixed_precision("auto", device) == "bf16" else "fp32"
+    default_kind = "bf16" if finetuning.mixed_precision("auto", device) == "bf16" else "fp32"
     other_kind = "fp32" if default_kind == "bf16" else "bf16"
     seconds = {
         f"ours, {default_kind}": ours(dataset, batch_size, max_length, "auto"),
@@ -135,22 +147,35 @@ def measure(steps: int = 40, batch_size: int = 32, max_length: int = 64) -> dict
     }
     peak = {"fp32": matmul_peak(), "bf16": matmul_peak(dtype=torch.bfloat16)}
     flops = 6 * (parameters - embedding) * tokens
-    print(f"device: {device.type}, {torch.get_num_threads()} threads, native bf16: {env.native_bf16(device)}; "
-          f"{samples} samples, {tokens} tokens, {parameters / 1e6:.1f}M parameters ({(parameters - embedding) / 1e6:.1f}M outside the embeddings)")
+    print(
+        f"device: {device.type}, {torch.get_num_threads()} threads, native bf16: {env.native_bf16(device)}; "
+        f"{samples} samples, {tokens} tokens, {parameters / 1e6:.1f}M parameters ({(parameters - embedding) / 1e6:.1f}M outside the embeddings)"
+    )
     print(f"our defaults: {'bf16 autocast' if default_kind == 'bf16' else 'float32'}, fused AdamW; Trainer's: float32, fused AdamW")
     for name, s in seconds.items():
         print(f"{name:<18} {samples / s:7.1f} samples/s ({s:.1f} s{', incl. one 32-sentence evaluation' if name.startswith('ours') else ''})")
     seconds["ours, defaults"], seconds["Trainer, defaults"] = seconds[f"ours, {default_kind}"], seconds["Trainer, fp32"]
     ratio = {kind: seconds[f"Trainer, {kind}"] / seconds[f"ours, {kind}"] for kind in ("defaults", "fp32", "bf16")}
-    print(f"ratio ours / Trainer: {ratio['defaults']:.2f}x with each one's defaults; "
-          f"{ratio['fp32']:.2f}x both float32; {ratio['bf16']:.2f}x both bf16")
+    print(
+        f"ratio ours / Trainer: {ratio['defaults']:.2f}x with each one's defaults; {ratio['fp32']:.2f}x both float32; {ratio['bf16']:.2f}x both bf16"
+    )
     mfu = {kind: flops / seconds[f"ours, {kind}"] / peak[kind] for kind in ("fp32", "bf16")}
     for kind in ("fp32", "bf16"):
-        print(f"ours, {kind}: {flops / seconds[f'ours, {kind}'] / 1e9:.1f} GFLOP/s (6·N·D, non-embedding N) / measured {kind} "
-              f"matmul peak {peak[kind] / 1e9:.1f} GFLOP/s = MFU {mfu[kind]:.1%}")
-    return {"ours_samples_per_s": samples / seconds["ours, defaults"], "trainer_samples_per_s": samples / seconds["Trainer, defaults"],
-            "ratio_ours_over_trainer": ratio["defaults"], "ratio_fp32": ratio["fp32"], "ratio_bf16": ratio["bf16"],
-            "ours_precision": default_kind, "mfu": mfu[default_kind], "mfu_fp32": mfu["fp32"], "mfu_bf16": mfu["bf16"]}
+        print(
+            f"ours, {kind}: {flops / seconds[f'ours, {kind}'] / 1e9:.1f} GFLOP/s (6·N·D, non-embedding N) / measured {kind} "
+            f"matmul peak {peak[kind] / 1e9:.1f} GFLOP/s = MFU {mfu[kind]:.1%}"
+        )
+    return {
+        "ours_samples_per_s": samples / seconds["ours, defaults"],
+        "trainer_samples_per_s": samples / seconds["Trainer, defaults"],
+        "ratio_ours_over_trainer": ratio["defaults"],
+        "ratio_fp32": ratio["fp32"],
+        "ratio_bf16": ratio["bf16"],
+        "ours_precision": default_kind,
+        "mfu": mfu[default_kind],
+        "mfu_fp32": mfu["fp32"],
+        "mfu_bf16": mfu["bf16"],
+    }
 
 
 if __name__ == "__main__":

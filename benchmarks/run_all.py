@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 from sftbook import env
-from sftbook.book import BENCHMARK_RESULTS, BOOK_DIR, chapters, execute_notebook
+from sftbook.book import execute_notebook
+from sftbook.notebooks import BOOK_DIR, chapters
+from sftbook.status import BENCHMARK_RESULTS
 
 BUDGET_MIN = 20  # make execute, all chapters, on the 2-core machine
 
@@ -60,11 +62,17 @@ def main() -> None:
         results["throughput ratio, ours / Trainer, both bf16"] = f"{throughput['ratio_bf16']:.2f}×"
         results["model FLOP utilisation (MFU), ours fp32 / bf16"] = f"{throughput['mfu_fp32']:.1%} / {throughput['mfu_bf16']:.1%}"
     machine = env.machine_info()
-    args.out.write_text(json.dumps({
-        "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{machine['cpu']}, {machine['cores']} cores, {machine['device']}, torch {machine['torch']}",
-        "results": results,
-    }, indent=1) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": f"{machine['cpu']}, {machine['cores']} cores, {machine['device']}, torch {machine['torch']}",
+                "results": results,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sftbook.env import LOG_PROGRESS_VARIABLE, configure_environment
+from sftbook.env import LOG_PROGRESS_VARIABLE, SCALE_VARIABLE, configure_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 configure_environment()
@@ -23,3 +23,20 @@ def data_copy(tmp_path, monkeypatch) -> Path:
     shutil.copytree(REPO_ROOT / "data", target)
     monkeypatch.setenv("SFTBOOK_DATA_DIR", str(target))
     return target
+
+
+@pytest.fixture(autouse=True)
+def full_scale(monkeypatch):
+    """Unit tests check the real data and defaults; only the chapters run at `make test`'s reduced scale."""
+    monkeypatch.setenv("SFTBOOK_SCALE", "full")
+
+
+def pytest_collection_modifyitems(config, items):
+    """At the reduced scale (`make test`) a chapter's numbers differ from its stored full-scale outputs by
+    design, so nbval only checks that every cell runs; `make test-full` also compares the cells tagged
+    ``nbval-check-output``, and the stale-output test ties every stored output to the current code."""
+    if os.environ.get(SCALE_VARIABLE) != "reduced":
+        return
+    for item in items:
+        if getattr(item, "options", None) and "check" in item.options:
+            item.options["check"] = False

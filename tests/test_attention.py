@@ -112,10 +112,26 @@ def test_cross_attention_and_causal_mask_match_torch():
     "call, message",
     [
         (lambda: attention.scaled_dot_product_attention(torch.randn(2, 3, 4), torch.randn(2, 3, 5), torch.randn(2, 3, 5)), "d_k"),
-        (lambda: attention.scaled_dot_product_attention(torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.randn(2, 2, 4)), "same number of positions"),
-        (lambda: attention.scaled_dot_product_attention(torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.ones(2, 3, 5, dtype=torch.bool)), "does not broadcast"),
-        (lambda: attention.scaled_dot_product_attention(torch.randn(1, 2, 4), torch.randn(1, 2, 4), torch.randn(1, 2, 4), torch.ones(1, 2, 2)), "boolean"),
-        (lambda: attention.scaled_dot_product_attention(torch.randn(1, 2, 4), torch.randn(1, 2, 4), torch.randn(1, 2, 4), torch.zeros(1, 2, 2, dtype=torch.bool)), "every key masked"),
+        (
+            lambda: attention.scaled_dot_product_attention(torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.randn(2, 2, 4)),
+            "same number of positions",
+        ),
+        (
+            lambda: attention.scaled_dot_product_attention(
+                torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.ones(2, 3, 5, dtype=torch.bool)
+            ),
+            "does not broadcast",
+        ),
+        (
+            lambda: attention.scaled_dot_product_attention(torch.randn(1, 2, 4), torch.randn(1, 2, 4), torch.randn(1, 2, 4), torch.ones(1, 2, 2)),
+            "boolean",
+        ),
+        (
+            lambda: attention.scaled_dot_product_attention(
+                torch.randn(1, 2, 4), torch.randn(1, 2, 4), torch.randn(1, 2, 4), torch.zeros(1, 2, 2, dtype=torch.bool)
+            ),
+            "every key masked",
+        ),
         (lambda: attention.scaled_dot_product_attention(torch.randn(1, 0, 4), torch.randn(1, 2, 4), torch.randn(1, 2, 4)), "at least one"),
         (lambda: attention.padding_mask(torch.ones(2, 3, 4)), r"\(batch, seq\)"),
         (lambda: attention.split_heads(torch.randn(1, 2, 10), 3), "not divisible"),

@@ -15,19 +15,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
-
-from sftbook import applications, attention, data, evaluation, modeling, pretraining, retrieval, training, translation
-from sftbook.errors import SftbookError
-
 from conftest import REPO_ROOT
-from test_finetuning import toy_dataset, toy_encoder
+from toys import toy_dataset, toy_encoder
+from transformers import BertForMaskedLM
+
+from sftbook import applications, attention, data, env, evaluation, finetuning, modeling, pretraining, retrieval, translation, zoo
+from sftbook.errors import SftbookError
 from sftbook.tokenization import train_wordpiece
 
 FIX = re.compile(
     r"\b(use|run|pass|choose|restore|delete|lower|convert|put|check|train|pick|give|remove|shorten|"
-    r"reinstall|tokenize|ask|draw|combine)\b",
+    r"reinstall|tokenize|ask|draw|combine|set)\b",
     re.IGNORECASE,
 )
 
@@ -37,6 +38,7 @@ class Workspace:
     root: Path
     data: Path
     tokenizer: object
+    monkeypatch: pytest.MonkeyPatch
 
     def classifier(self) -> modeling.TextClassifier:
         return modeling.TextClassifier(toy_encoder(self.tokenizer), 2, label_names=["negative", "positive"])
@@ -47,7 +49,7 @@ def ws(tmp_path, monkeypatch, data_copy):
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tokenizer = train_wordpiece(["a good film", "a bad film", "dull stuff", "great fun"] * 3, vocab_size=80)
-    return Workspace(tmp_path, data_copy, tokenizer)
+    return Workspace(tmp_path, data_copy, tokenizer, monkeypatch)
 
 
 def corrupt_data_file(ws):
@@ -76,13 +78,17 @@ def empty_file(ws):
 
 def nan_loss(ws):
     dataset = toy_dataset(8)
-    return training.fine_tune(ws.classifier(), ws.tokenizer, dataset, training.FineTuneConfig(epochs=3, batch_size=4, learning_rate=1e30, warmup_fraction=0.0), progress=False)
+    return finetuning.fine_tune(
+        ws.classifier(),
+        ws.tokenizer,
+        dataset,
+        finetuning.FineTuneConfig(epochs=3, batch_size=4, learning_rate=1e30, warmup_fraction=0.0),
+        progress=False,
+    )
 
 
 def too_long_for_fill_mask(ws):
     config = pretraining.bert_config("nano", len(ws.tokenizer), max_length=8)
-    from transformers import BertForMaskedLM
-
     return pretraining.fill_mask(BertForMaskedLM(config), ws.tokenizer, "a good film " * 10 + "[MASK]")
 
 
@@ -95,10 +101,10 @@ def resume_with_other_config(ws):
 
 
 def wrong_label(ws):
-    import datasets
-
     split = datasets.Dataset.from_dict({"text": ["a good film", "a bad film"], "label": [1, 5]})
-    return training.fine_tune(ws.classifier(), ws.tokenizer, {"train": split, "validation": split}, training.FineTuneConfig(epochs=1), progress=False)
+    return finetuning.fine_tune(
+        ws.classifier(), ws.tokenizer, {"train": split, "validation": split}, finetuning.FineTuneConfig(epochs=1), progress=False
+    )
 
 
 def empty_question(ws):
@@ -115,35 +121,41 @@ def save_over_other_folder(ws):
 CASES = [
     ("unknown dataset", lambda ws: data.load("imdb"), "Unknown dataset 'imdb'; choose one of"),
     ("unknown data source", lambda ws: data.load("sst2", source="ftp"), "Unknown source 'ftp'"),
-    ("unknown model", lambda ws: modeling.load_encoder("gpt-5"), "Unknown model 'gpt-5'"),
+    ("unknown model", lambda ws: zoo.load_encoder("gpt-5"), "Unknown model 'gpt-5'"),
     ("unknown model size", lambda ws: pretraining.PretrainConfig(size="huge"), "Unknown model size 'huge'"),
     ("unknown application", lambda ws: applications.application("chatbot"), "Unknown application 'chatbot'"),
+    ("unknown scale", lambda ws: (ws.monkeypatch.setenv("SFTBOOK_SCALE", "tiny"), data.load("sst2")), "SFTBOOK_SCALE='tiny' is not a scale"),
+    ("bad seed", lambda ws: env.set_seed(-1), "non-negative int"),
     ("unknown pooling", lambda ws: modeling.TextClassifier(toy_encoder(ws.tokenizer), 2, "max"), "Unknown pooling 'max'"),
     ("corrupt data file", corrupt_data_file, "Checksum mismatch .*git checkout"),
     ("missing data file", lambda ws: ((ws.data / "TREC.test.all").unlink(), data.load("trec")), "Missing data file"),
     ("checksum mismatch, third-party weights", lambda ws: modeling.load_minilm(expected_sha256="0" * 64), "Checksum mismatch.*reinstall"),
     ("corrupt checkpoint", truncated_checkpoint, "is corrupt .*delete the folder and train it again"),
-    ("model folder without config", lambda ws: modeling.load_encoder(str(ws.root)), "no config.json"),
+    ("model folder without config", lambda ws: zoo.load_encoder(str(ws.root)), "no config.json"),
     ("non-UTF-8 text file", non_utf8_file, r"not UTF-8 \(byte 0xe9.*iconv"),
     ("text file with no text", empty_file, "has no text"),
     ("empty text", lambda ws: evaluation.predict(ws.classifier(), ws.tokenizer, ["a good film", ""]), "Text #1 is empty"),
     ("whitespace text", lambda ws: evaluation.predict(ws.classifier(), ws.tokenizer, ["   "]), "Text #0 is empty"),
     ("label outside the label set", wrong_label, "Label 5 is outside"),
-    ("unknown precision", lambda ws: training.FineTuneConfig(precision="fp16"), "precision must be one of auto, fp32, bf16, got 'fp16'"),
+    ("unknown precision", lambda ws: finetuning.FineTuneConfig(precision="fp16"), "precision must be one of auto, fp32, bf16, got 'fp16'"),
     ("fewer than two classes", lambda ws: modeling.TextClassifier(toy_encoder(ws.tokenizer), 1), "num_labels >= 2"),
     ("sequence longer than the position embeddings", too_long_for_fill_mask, "exceeds the model's 8 position embeddings"),
     ("NaN loss during training", nan_loss, "lower the learning rate"),
-    ("missing pretraining cache", lambda ws: pretraining.load_pretrained(build=False), "run book/03_pretraining.ipynb"),
-    ("missing fine-tuned cache", lambda ws: training.finetuned_classifier("minilm", "sst2", build=False), "run book/04_fine_tuning.ipynb"),
+    ("missing pretraining cache", lambda ws: zoo.load_pretrained(build=False), "run book/03_pretraining.ipynb"),
+    ("missing fine-tuned cache", lambda ws: zoo.finetuned_classifier("minilm", "sst2", build=False), "run book/04_fine_tuning.ipynb"),
     ("interrupted run resumed with another config", resume_with_other_config, "another configuration; pass overwrite=True"),
     ("hub unreachable: data", lambda ws: data.load("sst2", source="hub"), "use sftbook.data.load"),
-    ("hub unreachable: model", lambda ws: modeling.load_encoder("bert-base-uncased"), "use --model minilm"),
+    ("hub unreachable: model", lambda ws: zoo.load_encoder("bert-base-uncased"), "use --model minilm"),
     ("hub unreachable: translation", lambda ws: translation.hub_translate(["你好"]), "not reachable here"),
     ("number outside the translation task", lambda ws: translation.chinese_numeral(10**6), "0 ≤ n < 1,000,000"),
     ("empty document to summarise", lambda ws: retrieval.split_sentences(""), "pass a non-empty document"),
     ("empty question", empty_question, "Ask a question"),
     ("subset larger than the split", lambda ws: data.subsample(data.load("trec")["test"], 501), "pick 1..500"),
-    ("attention with mismatched widths", lambda ws: attention.scaled_dot_product_attention(torch.ones(1, 2, 4), torch.ones(1, 2, 3), torch.ones(1, 2, 3)), "share the last dimension"),
+    (
+        "attention with mismatched widths",
+        lambda ws: attention.scaled_dot_product_attention(torch.ones(1, 2, 4), torch.ones(1, 2, 3), torch.ones(1, 2, 3)),
+        "share the last dimension",
+    ),
     ("empty corpus for a tokenizer", lambda ws: train_wordpiece([], vocab_size=100), "empty"),
     ("saving over a folder that is not a classifier", save_over_other_folder, "refusing to replace it. Choose a new folder"),
 ]
@@ -199,6 +211,7 @@ CLI_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, args, message", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_cli_bad_input_is_one_line_without_traceback(name, args, message):
     result = run_cli(*args)
@@ -208,6 +221,7 @@ def test_cli_bad_input_is_one_line_without_traceback(name, args, message):
     assert "Traceback" not in result.stderr and FIX.search(lines[-1])
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_bad_output_folder_before_training(tmp_path):
     precious = tmp_path / "results"
     precious.mkdir()
@@ -218,6 +232,7 @@ def test_cli_refuses_a_bad_output_folder_before_training(tmp_path):
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_cli_predict_reads_a_non_utf8_file_with_a_clear_error(tmp_path):
     path = tmp_path / "reviews.txt"
     path.write_bytes(b"caf\xe9\n")

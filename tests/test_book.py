@@ -1,16 +1,19 @@
 """The book's own invariants: bootstrap cells, exercises, table of contents, fresh stored outputs."""
 
+import json
 import shutil
+import subprocess
+import sys
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
-
-from sftbook import book
-
 from conftest import REPO_ROOT
 
-CHAPTERS = book.chapters()
+from sftbook import book, notebooks, status
+
+CHAPTERS = notebooks.chapters()
 
 
 def test_there_are_chapters():
@@ -90,7 +93,7 @@ def test_stale_check_catches_each_input(fake_repo, change):
 def test_stale_check_catches_unexecuted_and_failed_cells(fake_repo):
     root, path = fake_repo
     nb = nbformat.read(path, as_version=4)
-    del nb.metadata[book.METADATA_KEY]
+    del nb.metadata[notebooks.METADATA_KEY]
     nbformat.write(nb, path)
     assert "never executed" in book.stale_output_problems(path, repo_root=root)[0]
 
@@ -104,14 +107,13 @@ def test_stale_check_catches_unexecuted_and_failed_cells(fake_repo):
 
 
 def test_glue_stores_numpy_scalars_as_python_numbers(monkeypatch):
-    import numpy as np
-
     stored = {}
     monkeypatch.setattr("myst_nb.glue", lambda name, value, display: stored.update({name: value}))
     book.glue("x", np.float64(0.25))
     assert type(stored["x"]) is float and stored["x"] == 0.25
 
 
+@pytest.mark.slow
 def test_execute_notebook_records_provenance(tmp_path):
     root = tmp_path
     for name in ("src", "data"):
@@ -126,7 +128,7 @@ def test_execute_notebook_records_provenance(tmp_path):
     done = nbformat.read(path, as_version=4)
     assert done.cells[0].outputs[0]["text"] == "42\n"
     assert [c.execution_count for c in done.cells] == [1, 2]
-    record = done.metadata[book.METADATA_KEY]
+    record = done.metadata[notebooks.METADATA_KEY]
     assert record["run_time_s"] == round(elapsed, 1) and record["machine"]["cores"] >= 1
     assert book.stale_output_problems(path, repo_root=root) == []
 
@@ -137,7 +139,7 @@ def test_stale_check_follows_the_prose_a_chapter_reads(fake_repo):
     reader = root / "book" / "reader.ipynb"
     nb = nbformat.read(path, as_version=4)
     nb.metadata[book.READS_PROSE_OF] = ["ch"]
-    nb.metadata[book.METADATA_KEY]["inputs_sha256"] = book.inputs_digest(nb, root)
+    nb.metadata[notebooks.METADATA_KEY]["inputs_sha256"] = book.inputs_digest(nb, root)
     nbformat.write(nb, reader)
     assert book.stale_output_problems(reader, repo_root=root) == []
     read = nbformat.read(path, as_version=4)
@@ -147,38 +149,38 @@ def test_stale_check_follows_the_prose_a_chapter_reads(fake_repo):
 
 
 def test_glued_values_are_read_from_stored_outputs():
-    values = book.glued_values(REPO_ROOT / "book" / "04_fine_tuning.ipynb")
+    values = notebooks.glued_values(REPO_ROOT / "book" / "04_fine_tuning.ipynb")
     assert 50 < float(values["minilm_acc"]) <= 100 and 50 < float(values["tfidf_acc"]) <= 100
 
 
 def test_status_page_is_current_and_complete():
     page = (REPO_ROOT / "book" / "status.md").read_text(encoding="utf-8")
-    assert page == book.render_status(), "book/status.md is out of date; run `python -m sftbook status` and commit it."
+    assert page == status.render_status(), "book/status.md is out of date; run `python -m sftbook status` and commit it."
     assert "missing" not in page and "never" not in page
     for chapter in CHAPTERS:
         assert f"{{doc}}`{chapter.stem}`" in page
-    assert len(book.HEADLINES) >= 20
+    assert len(status.HEADLINES) >= 20
 
 
 def test_status_page_reads_metadata_not_typed_numbers(tmp_path):
     shutil.copytree(REPO_ROOT / "book", tmp_path / "book")
     path = tmp_path / "book" / "05_attention.ipynb"
     nb = nbformat.read(path, as_version=4)
-    nb.metadata[book.METADATA_KEY]["run_time_s"] = 4321.0
+    nb.metadata[notebooks.METADATA_KEY]["run_time_s"] = 4321.0
     nbformat.write(nb, path)
-    assert "| {doc}`05_attention` | 4,321 s |" in book.render_status(tmp_path / "book")
+    assert "| {doc}`05_attention` | 4,321 s |" in status.render_status(tmp_path / "book")
 
 
+@pytest.mark.slow
 def test_benchmark_runner_times_chapters_into_json(tmp_path):
-    import json
-    import subprocess
-    import sys
-
     out = tmp_path / "results.json"
     committed = (REPO_ROOT / "book" / "01_background.ipynb").read_bytes()
     result = subprocess.run(
         [sys.executable, "benchmarks/run_all.py", "--chapters", "01_background", "--skip-throughput", "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(out.read_text())["results"]

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SCRIPT = Path(__file__).with_name("distributed_finetune.py")
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_matches_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
@@ -22,7 +24,10 @@ def test_two_process_data_parallel_matches_one_process(tmp_path):
         port = probe.getsockname()[1]
     multi = subprocess.run(
         [str(torchrun), "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}", str(SCRIPT), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert multi.returncode == 0, multi.stderr[-3000:]
     one = json.loads((tmp_path / "rank0-of-1.json").read_text())

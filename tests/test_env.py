@@ -4,14 +4,19 @@ import pytest
 import torch
 
 from sftbook import env
+from sftbook.errors import SftbookError
 
 
-def test_get_device_prefers_accelerators(capsys):
-    device = env.get_device()
-    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
-    assert device.type == expected
-    assert f"Using device: {expected}" in capsys.readouterr().out
-    assert env.get_device(verbose=False).type == expected
+@pytest.mark.parametrize(
+    "cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")], ids=["cuda first", "then mps", "else cpu"]
+)
+def test_get_device_prefers_cuda_then_mps_then_cpu(monkeypatch, capsys, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "Test GPU")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert env.get_device().type == expected
+    assert capsys.readouterr().out.startswith(f"Using device: {expected} (")
+    assert env.get_device(verbose=False).type == expected and capsys.readouterr().out == ""
 
 
 def test_set_seed_makes_runs_repeat():
@@ -23,9 +28,9 @@ def test_set_seed_makes_runs_repeat():
     assert (first[1] == second[1]).all() and first[2] == second[2]
 
 
-@pytest.mark.parametrize("seed", [-1, 1.5, "0"])
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
 def test_set_seed_rejects_bad_seeds(seed):
-    with pytest.raises(ValueError, match="non-negative int"):
+    with pytest.raises(SftbookError, match="non-negative int"):
         env.set_seed(seed)
 
 
@@ -34,7 +39,7 @@ def test_set_threads():
     try:
         assert env.set_threads(1) == 1 and torch.get_num_threads() == 1
         assert env.set_threads() == (os.cpu_count() or 1)
-        with pytest.raises(ValueError, match="at least 1"):
+        with pytest.raises(SftbookError, match="at least 1"):
             env.set_threads(0)
     finally:
         torch.set_num_threads(before)
@@ -43,9 +48,10 @@ def test_set_threads():
 def test_configure_environment_quietens_libraries(monkeypatch):
     for key in env.QUIET_ENVIRONMENT:
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "debug")  # a reader's own setting wins
     env.configure_environment()
-    for key, value in env.QUIET_ENVIRONMENT.items():
-        assert os.environ[key] == value
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert os.environ["TRANSFORMERS_VERBOSITY"] == "debug"
     assert "HF_HUB_OFFLINE" not in env.QUIET_ENVIRONMENT  # the hub stays usable where it is reachable
 
 
@@ -72,3 +78,21 @@ def test_progress_logs_lines_when_outputs_are_stored(monkeypatch, capsys):
     assert len(lines) == 5 and lines[-1].startswith("training: 10/10") and lines[-1].endswith("loss 0.5")
     monkeypatch.delenv(env.LOG_PROGRESS_VARIABLE)
     assert not isinstance(env.progress(10, "x", disable=True), env.LogProgress)
+
+
+def test_derived_seeds_are_stable_distinct_and_fit_torch():
+    seeds = {env.derived_seed(0, purpose, index) for purpose in ("masking", "dropout") for index in range(50)}
+    assert len(seeds) == 100 and env.derived_seed(0, "masking", 3) == env.derived_seed(0, "masking", 3)
+    assert env.derived_seed(1, "masking", 3) != env.derived_seed(0, "masking", 3)
+    assert all(0 <= s < 2**63 for s in seeds)
+    torch.Generator().manual_seed(max(seeds))
+
+
+def test_scale_switch(monkeypatch):
+    monkeypatch.delenv(env.SCALE_VARIABLE, raising=False)
+    assert env.scale() == "full" and env.at_scale(6000, 200) == 6000
+    monkeypatch.setenv(env.SCALE_VARIABLE, "reduced")
+    assert env.scale() == "reduced" and env.at_scale(6000, 200) == 200
+    monkeypatch.setenv(env.SCALE_VARIABLE, "Reduced")
+    with pytest.raises(SftbookError, match="is not a scale"):
+        env.scale()

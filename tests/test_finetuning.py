@@ -3,34 +3,15 @@
 import datasets
 import pytest
 import torch
-from transformers import BertConfig, BertModel
+from toys import toy_dataset, toy_encoder, toy_tokenizer
 
-from sftbook import env, evaluation, modeling, training
-from sftbook.errors import HubUnavailableError, SftbookError, UnknownNameError
-from sftbook.tokenization import train_wordpiece
-
-GOOD = ["a good film", "a great movie", "good acting and a great plot", "great fun"]
-BAD = ["a bad film", "a dull movie", "bad acting and a dull plot", "dull stuff"]
+from sftbook import data, env, evaluation, finetuning, metrics, modeling, zoo
+from sftbook.errors import SftbookError, UnknownNameError
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_wordpiece((GOOD + BAD) * 3, vocab_size=80)
-
-
-def toy_encoder(tokenizer, pooler=False):
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32)
-    return BertModel(config, add_pooling_layer=pooler)
-
-
-def toy_dataset(n=8):
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"])})
-    texts = (BAD + GOOD) * (n // 8 or 1)
-    labels = ([0] * len(BAD) + [1] * len(GOOD)) * (n // 8 or 1)
-    split = datasets.Dataset.from_dict({"text": texts, "label": labels}, features=features)
-    return datasets.DatasetDict({"train": split, "validation": split, "test": split})
+    return toy_tokenizer()
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean", "pooler"])
@@ -65,8 +46,8 @@ def test_classifier_bad_inputs(tokenizer):
 
 def test_fine_tune_learns_saves_and_reloads(tokenizer, tmp_path):
     model = modeling.TextClassifier(toy_encoder(tokenizer), 2, "mean", label_names=["negative", "positive"])
-    config = training.FineTuneConfig(epochs=8, batch_size=4, learning_rate=3e-3, warmup_fraction=0.1)
-    result = training.fine_tune(model, tokenizer, toy_dataset(), config, progress=False)
+    config = finetuning.FineTuneConfig(epochs=8, batch_size=4, learning_rate=3e-3, warmup_fraction=0.1)
+    result = finetuning.fine_tune(model, tokenizer, toy_dataset(), config, progress=False)
     assert len(result.history) == 8
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     best = max(h["validation_accuracy"] for h in result.history)
@@ -84,7 +65,9 @@ def test_fine_tune_is_deterministic_on_cpu(tokenizer):
     runs = []
     for _ in range(2):
         model = modeling.TextClassifier(toy_encoder(tokenizer), 2)
-        result = training.fine_tune(model, tokenizer, toy_dataset(16), training.FineTuneConfig(epochs=2, batch_size=4, learning_rate=1e-3), progress=False)
+        result = finetuning.fine_tune(
+            model, tokenizer, toy_dataset(16), finetuning.FineTuneConfig(epochs=2, batch_size=4, learning_rate=1e-3), progress=False
+        )
         runs.append(([{k: v for k, v in h.items() if k != "seconds"} for h in result.history], result.model.state_dict()))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
@@ -92,20 +75,20 @@ def test_fine_tune_is_deterministic_on_cpu(tokenizer):
 
 def test_precision_settings():
     cpu, meta = torch.device("cpu"), torch.device("meta")
-    assert training.mixed_precision("fp32", cpu) == "no"
-    assert training.mixed_precision("bf16", cpu) == "bf16"
-    assert training.mixed_precision("auto", cpu) == ("bf16" if env.native_bf16(cpu) else "no")
-    assert env.native_bf16(meta) is False and training.mixed_precision("auto", meta) == "no"
+    assert finetuning.mixed_precision("fp32", cpu) == "no"
+    assert finetuning.mixed_precision("bf16", cpu) == "bf16"
+    assert finetuning.mixed_precision("auto", cpu) == ("bf16" if env.native_bf16(cpu) else "no")
+    assert env.native_bf16(meta) is False and finetuning.mixed_precision("auto", meta) == "no"
     with pytest.raises(SftbookError, match="precision must be one of auto, fp32, bf16"):
-        training.mixed_precision("half", cpu)
+        finetuning.mixed_precision("half", cpu)
 
 
 def test_bf16_autocast_trains_close_to_float32(tokenizer):
     histories = {}
     for precision in ("fp32", "bf16"):
         model = modeling.TextClassifier(toy_encoder(tokenizer), 2)
-        config = training.FineTuneConfig(epochs=3, batch_size=4, learning_rate=1e-3, precision=precision)
-        histories[precision] = [h["train_loss"] for h in training.fine_tune(model, tokenizer, toy_dataset(16), config, progress=False).history]
+        config = finetuning.FineTuneConfig(epochs=3, batch_size=4, learning_rate=1e-3, precision=precision)
+        histories[precision] = [h["train_loss"] for h in finetuning.fine_tune(model, tokenizer, toy_dataset(16), config, progress=False).history]
     assert histories["fp32"] != histories["bf16"]  # autocast really ran in bf16 ...
     assert histories["bf16"] == pytest.approx(histories["fp32"], rel=0.05)  # ... and changed little
     assert histories["bf16"][-1] < histories["bf16"][0]
@@ -131,26 +114,26 @@ def test_fine_tune_bad_inputs(tokenizer):
     dataset = toy_dataset()
     wrong = datasets.DatasetDict({**dataset, "train": datasets.Dataset.from_dict({"text": ["a good film"], "label": [5]})})
     with pytest.raises(SftbookError, match="Label 5 is outside the model's label set 0..1"):
-        training.fine_tune(model, tokenizer, wrong, training.FineTuneConfig(), progress=False)
+        finetuning.fine_tune(model, tokenizer, wrong, finetuning.FineTuneConfig(), progress=False)
     empty = datasets.DatasetDict({**dataset, "train": datasets.Dataset.from_dict({"text": ["  "], "label": [0]})})
     with pytest.raises(SftbookError, match="empty"):
-        training.fine_tune(model, tokenizer, empty, training.FineTuneConfig(), progress=False)
+        finetuning.fine_tune(model, tokenizer, empty, finetuning.FineTuneConfig(), progress=False)
     with pytest.raises(SftbookError, match="became nan|became inf"):
-        training.fine_tune(model, tokenizer, dataset, training.FineTuneConfig(learning_rate=1e30, epochs=3, batch_size=2), progress=False)
+        finetuning.fine_tune(model, tokenizer, dataset, finetuning.FineTuneConfig(learning_rate=1e30, epochs=3, batch_size=2), progress=False)
     with pytest.raises(SftbookError, match="epochs must be at least 1"):
-        training.FineTuneConfig(epochs=0)
+        finetuning.FineTuneConfig(epochs=0)
 
 
 def test_scores_by_hand():
-    metrics = evaluation.scores([0, 1, 1, 1], [0, 0, 1, 1], 2)
-    assert metrics["accuracy"] == 0.75
+    result = metrics.scores([0, 1, 1, 1], [0, 0, 1, 1], 2)
+    assert result["accuracy"] == 0.75
     # class 0: P=1, R=.5, F1=2/3; class 1: P=2/3, R=1, F1=.8
-    assert abs(metrics["macro_f1"] - (2 / 3 + 0.8) / 2) < 1e-12
-    assert evaluation.confusion_matrix([0, 1, 1, 1], [0, 0, 1, 1], 2).tolist() == [[1, 1], [0, 2]]
+    assert abs(result["macro_f1"] - (2 / 3 + 0.8) / 2) < 1e-12
+    assert metrics.confusion_matrix([0, 1, 1, 1], [0, 0, 1, 1], 2).tolist() == [[1, 1], [0, 2]]
     with pytest.raises(SftbookError, match="empty"):
-        evaluation.scores([], [], 2)
+        metrics.scores([], [], 2)
     with pytest.raises(SftbookError, match="0..1"):
-        evaluation.confusion_matrix([0, 2], [0, 1], 2)
+        metrics.confusion_matrix([0, 2], [0, 1], 2)
 
 
 def test_loading_refuses_non_classifier_folders(tmp_path):
@@ -158,41 +141,32 @@ def test_loading_refuses_non_classifier_folders(tmp_path):
         modeling.TextClassifier.from_pretrained(tmp_path)
 
 
-def test_unknown_and_offline_encoders(monkeypatch, tmp_path):
-    with pytest.raises(UnknownNameError, match="minilm, minilm-random, tiny, tiny-random, bert-base-uncased"):
-        modeling.load_encoder("gpt-5")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(HubUnavailableError, match="use --model minilm"):
-        modeling.load_encoder("bert-base-uncased")
-    with pytest.raises(SftbookError, match="no config.json"):
-        modeling.load_encoder(str(tmp_path))
-
-
 def test_finetuned_classifier_cache(tokenizer, tmp_path, monkeypatch, capsys):
-    from sftbook import data
-
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
-    monkeypatch.setattr(modeling, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
+    monkeypatch.setattr(zoo, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
     monkeypatch.setattr(data, "load", lambda name: toy_dataset())
     with pytest.raises(SftbookError, match="04_fine_tuning.ipynb"):
-        training.finetuned_classifier("toy", "sst2", build=False)
-    first, _, history = training.finetuned_classifier("toy", "sst2", epochs=1, batch_size=4)
+        zoo.finetuned_classifier("toy", "sst2", build=False)
+    first, _, history = zoo.finetuned_classifier("toy", "sst2", epochs=1, batch_size=4)
     assert "fine-tuning it now" in capsys.readouterr().out and len(history) == 1
-    second, second_tokenizer, cached_history = training.finetuned_classifier("toy", "sst2", epochs=1, batch_size=4)
+    second, second_tokenizer, cached_history = zoo.finetuned_classifier("toy", "sst2", epochs=1, batch_size=4)
     assert "fine-tuning it now" not in capsys.readouterr().out and cached_history == history
     texts = ["a good film", "dull stuff"]
     assert torch.allclose(evaluation.predict_logits(first, tokenizer, texts), evaluation.predict_logits(second, second_tokenizer, texts))
 
 
-def test_sentence_embeddings_are_the_classifiers_mean_pooling(tokenizer):
+def test_mean_pool_averages_only_the_real_tokens():
+    hidden = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)  # (batch, seq, hidden)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    pooled = modeling.mean_pool(hidden, mask)
+    assert torch.equal(pooled[0], hidden[0, :2].mean(0)) and torch.equal(pooled[1], hidden[1].mean(0))
+    assert torch.equal(modeling.mean_pool(hidden, torch.zeros(2, 3, dtype=torch.long)), torch.zeros(2, 4))  # no 0/0
+
+
+def test_sentence_embeddings_have_the_encoder_width_and_refuse_empty_texts(tokenizer):
     encoder = toy_encoder(tokenizer)
-    texts = ["a good film", "good acting and a great plot", "dull"]
-    vectors = evaluation.sentence_embeddings(encoder, tokenizer, texts, batch_size=2)
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        pooled = modeling.TextClassifier(encoder, 2, "mean").eval().pool(batch["input_ids"], batch["attention_mask"])
-    assert vectors.shape == (3, 16)
-    assert torch.allclose(torch.from_numpy(vectors), pooled, atol=1e-5)
+    vectors = evaluation.sentence_embeddings(encoder, tokenizer, ["a good film", "good acting and a great plot", "dull"], batch_size=2)
+    assert vectors.shape == (3, 16) and len({tuple(v) for v in vectors.round(5)}) == 3
     with pytest.raises(SftbookError, match="empty"):
         evaluation.sentence_embeddings(encoder, tokenizer, ["fine", " "])
 
@@ -224,43 +198,68 @@ def test_inference_order_does_not_change_results(tokenizer):
         evaluation.latency_ms(model, tokenizer, [])
 
 
-def test_probe_and_tfidf_select_on_validation_and_learn_the_toy_task(tokenizer):
-    dataset = toy_dataset(32)
-    pipeline = evaluation.tfidf_classifier(dataset)
+def held_out_toy_dataset():
+    """Train, validation and test sentences that share no sentence: the sentiment word decides the label."""
+
+    def split(words, nouns):
+        texts = [f"a {w} {n}" for w in words for n in nouns]
+        return {"text": texts, "label": [int(w in ("good", "great", "fine", "superb")) for w in words for _ in nouns]}
+
+    words = ["good", "great", "fine", "superb", "bad", "dull", "awful", "poor"]
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"])})
+    parts = {"train": ["film", "movie", "plot", "cast"], "validation": ["story", "score"], "test": ["script", "ending"]}
+    return datasets.DatasetDict({name: datasets.Dataset.from_dict(split(words, nouns), features=features) for name, nouns in parts.items()})
+
+
+def test_tfidf_classifier_picks_c_on_validation_and_generalises_to_unseen_sentences():
+    dataset = held_out_toy_dataset()
+    assert not set(dataset["train"]["text"]) & set(dataset["test"]["text"])
+    grid = (0.001, 1, 100)
+    pipeline = evaluation.tfidf_classifier(dataset, grid=grid)
+    validation = (list(dataset["validation"]["text"]), list(dataset["validation"]["label"]))
+    chosen = pipeline.steps[1][1].C
+    alone = {c: evaluation.tfidf_classifier(dataset, grid=(c,)).score(*validation) for c in grid}
+    assert alone[chosen] == max(alone.values())
     assert pipeline.score(list(dataset["test"]["text"]), list(dataset["test"]["label"])) == 1.0
-    probe = evaluation.linear_probe(toy_encoder(tokenizer), tokenizer, dataset)
-    assert 0.5 <= probe["accuracy"] <= 1.0 and probe["C"] in (0.1, 1, 10)
+
+
+def test_linear_probe_picks_c_on_validation_and_beats_chance_on_unseen_sentences(tokenizer):
+    dataset = held_out_toy_dataset()
+    encoder = toy_encoder(tokenizer)  # random weights: the sentiment word's embedding still shows through
+    probe = evaluation.linear_probe(encoder, tokenizer, dataset, grid=(0.1, 10))
+    features = {s: evaluation.sentence_embeddings(encoder, tokenizer, list(dataset[s]["text"])) for s in ("train", "validation")}
+    labels = {s: list(dataset[s]["label"]) for s in ("train", "validation")}
+    fitted = {c: evaluation.fit_logistic(features["train"], labels["train"], features["validation"], labels["validation"], (c,)) for c in (0.1, 10)}
+    best = max(fitted, key=lambda c: fitted[c].score(features["validation"], labels["validation"]))
+    assert probe["C"] == best
+    assert probe["accuracy"] >= 0.75
     with pytest.raises(SftbookError, match="two classes"):
         evaluation.fit_logistic([[0.0], [1.0]], [1, 1], [[0.0]], [1])
 
 
 def test_finetuned_classifier_on_a_subset(tokenizer, tmp_path, monkeypatch, capsys):
-    from sftbook import data
-
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
-    monkeypatch.setattr(modeling, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
+    monkeypatch.setattr(zoo, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
     monkeypatch.setattr(data, "load", lambda name: toy_dataset(32))
-    model, _, history = training.finetuned_classifier("toy", "sst2", train_size=8, epochs=1, batch_size=4)
+    model, _, history = zoo.finetuned_classifier("toy", "sst2", train_size=8, epochs=1, batch_size=4)
     assert len(history) == 1 and [p.name.split("-")[3] for p in tmp_path.iterdir()] == ["n8"]
 
 
 def test_per_class_scores_by_hand():
     # true:      0 0 1 1 2 ; predicted: 0 1 1 1 0
-    table = evaluation.per_class_scores([0, 1, 1, 1, 0], [0, 0, 1, 1, 2], ["neg", "neu", "pos"])
+    table = metrics.per_class_scores([0, 1, 1, 1, 0], [0, 0, 1, 1, 2], ["neg", "neu", "pos"])
     assert table["neg"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     assert table["neu"]["precision"] == pytest.approx(2 / 3) and table["neu"]["recall"] == 1.0
     assert table["pos"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
-    assert evaluation.scores([0, 1, 1, 1, 0], [0, 0, 1, 1, 2], 3)["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)
+    assert metrics.scores([0, 1, 1, 1, 0], [0, 0, 1, 1, 2], 3)["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)
 
 
 def test_tiny_classifiers_are_keyed_on_the_pretrained_checkpoint(tokenizer, tmp_path, monkeypatch):
     """Chapter 3 re-pretrains on every run; a classifier fine-tuned from an older checkpoint is not reused."""
-    from sftbook import data, pretraining
-
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
-    monkeypatch.setattr(modeling, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
+    monkeypatch.setattr(zoo, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
     monkeypatch.setattr(data, "load", lambda name: toy_dataset())
     for fingerprint in ("checkpoint-a", "checkpoint-b"):
-        monkeypatch.setattr(pretraining, "checkpoint_fingerprint", lambda config, build=True, f=fingerprint: f)
-        training.finetuned_classifier("tiny", "sst2", epochs=1, batch_size=4)
+        monkeypatch.setattr(zoo, "checkpoint_fingerprint", lambda config=None, build=True, f=fingerprint: f)
+        zoo.finetuned_classifier("tiny", "sst2", epochs=1, batch_size=4)
     assert len(list(tmp_path.glob("finetuned-tiny-sst2-*"))) == 2

@@ -1,4 +1,4 @@
-"""Offline for real: the unit tests and one chapter run with networking removed — in a network namespace
+"""Offline for real: the fast unit tests and one chapter run with networking removed — in a network namespace
 with only loopback (``unshare -rn``), or with sockets refused where namespaces are unavailable — and
 HF_HUB_OFFLINE *unset*, so nothing is told to stay offline. Every network attempt any process makes is
 recorded (tests/offline/sitecustomize.py); the only ones allowed are the book's announced hub checks."""
@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -22,13 +23,24 @@ def network_namespace_available() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow
 def test_unit_tests_and_a_chapter_pass_without_network(tmp_path):
     log = tmp_path / "network.log"
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "tests" / "offline"), env.get("PYTHONPATH")]))
     env["SFTBOOK_NETWORK_LOG"] = str(log)
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "book/05_attention.ipynb",
-               "--ignore=tests/test_offline.py", "--ignore=tests/test_site.py"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests",
+        "book/05_attention.ipynb",
+        "--ignore=tests/test_offline.py",
+        "--ignore=tests/test_site.py",
+    ]
     if network_namespace_available():
         command = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
     else:

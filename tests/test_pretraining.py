@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from sftbook import pretraining
+from sftbook import pretraining, zoo
 from sftbook.errors import SftbookError, UnknownNameError
 from sftbook.tokenization import train_wordpiece
 
@@ -182,22 +182,41 @@ def test_training_lowers_the_loss_and_fill_mask_works(tmp_path):
         pretraining.fill_mask(result.model, result.tokenizer, "   ")
 
 
-def test_cache_path_and_missing_cache(tmp_path, monkeypatch):
+def test_pretrained_path_follows_the_config_and_a_missing_cache_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
-    a, b = pretraining.cache_path(_small_config()), pretraining.cache_path(_small_config(seed=1))
+    a, b = zoo.pretrained_path(_small_config()), zoo.pretrained_path(_small_config(seed=1))
     assert a.parent == tmp_path and a != b
     with pytest.raises(SftbookError, match="03_pretraining.ipynb"):
-        pretraining.load_pretrained(_small_config(), build=False)
+        zoo.load_pretrained(_small_config(), build=False)
     with pytest.raises(SftbookError, match="03_pretraining.ipynb"):
-        pretraining.checkpoint_fingerprint(_small_config(), build=False)
+        zoo.checkpoint_fingerprint(_small_config(), build=False)
 
 
 def test_checkpoint_fingerprint_follows_weights_and_vocabulary(tmp_path, monkeypatch):
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
     config = _small_config()
-    pretraining.pretrain(config, pretraining.cache_path(config), corpus=SMALL_CORPUS, progress=False)
-    first = pretraining.checkpoint_fingerprint(config, build=False)
-    assert first == pretraining.checkpoint_fingerprint(config, build=False)
-    with open(pretraining.cache_path(config) / "tokenizer.json", "a") as f:
+    pretraining.pretrain(config, zoo.pretrained_path(config), corpus=SMALL_CORPUS, progress=False)
+    first = zoo.checkpoint_fingerprint(config, build=False)
+    assert first == zoo.checkpoint_fingerprint(config, build=False)
+    with open(zoo.pretrained_path(config) / "tokenizer.json", "a") as f:
         f.write(" ")
-    assert pretraining.checkpoint_fingerprint(config, build=False) != first
+    assert zoo.checkpoint_fingerprint(config, build=False) != first
+
+
+def test_the_cache_key_covers_the_pretraining_code_but_not_the_classifier_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
+    assert zoo.finetuned_classifier not in zoo.PRETRAINING_CODE and zoo not in zoo.PRETRAINING_CODE
+    assert pretraining in zoo.PRETRAINING_CODE
+    before = zoo.pretrained_path(_small_config())
+    monkeypatch.setattr(zoo, "PRETRAINING_CODE", (*zoo.PRETRAINING_CODE[:-1], zoo.finetuned_classifier))
+    assert zoo.pretrained_path(_small_config()) != before  # the key really is computed from that code
+
+
+def test_reduced_scale_pretrains_for_fewer_steps(monkeypatch):
+    assert pretraining.PretrainConfig().steps == 6000
+    monkeypatch.setenv("SFTBOOK_SCALE", "reduced")
+    config = pretraining.PretrainConfig()
+    assert config.steps < 1000 and config.eval_every <= config.steps and config.checkpoint_every <= config.steps
+    monkeypatch.setenv("SFTBOOK_SCALE", "huge")
+    with pytest.raises(SftbookError, match="SFTBOOK_SCALE='huge' is not a scale; set it to one of full, reduced"):
+        pretraining.PretrainConfig()

@@ -10,7 +10,9 @@ from sftbook.errors import SftbookError, UnknownNameError
 
 
 def test_markdown_is_cleaned_and_glued_numbers_filled_in():
-    text = "## Head\nWe ran {glue:text}`steps:,` steps {cite:p}`x2020` in $O(n^2)$, see {doc}`04_fine_tuning`.\n```python\nprint(1)\n```\n**Bold** end."
+    text = (
+        "## Head\nWe ran {glue:text}`steps:,` steps {cite:p}`x2020` in $O(n^2)$, see {doc}`04_fine_tuning`.\n```python\nprint(1)\n```\n**Bold** end."
+    )
     cleaned = retrieval.clean_markdown(text, {"steps": "6000"})
     assert "6,000 steps" in cleaned and "O(n^2)" in cleaned and "04_fine_tuning" in cleaned
     assert "print" not in cleaned and "cite" not in cleaned and "**" not in cleaned and "##" not in cleaned
@@ -29,7 +31,9 @@ def test_book_documents_are_prose_with_headings_and_no_glue_roles():
 def test_sentences_split_on_end_punctuation():
     # "Was it?" is dropped: fragments under three words are not summary material
     assert retrieval.split_sentences("The cat sat down. It was tired! Was it? Yes it was. e.g. not 3.5 here") == [
-        "The cat sat down.", "It was tired!", "Yes it was. e.g. not 3.5 here"
+        "The cat sat down.",
+        "It was tired!",
+        "Yes it was. e.g. not 3.5 here",
     ]
     with pytest.raises(SftbookError, match="non-empty document"):
         retrieval.split_sentences("   ")

@@ -14,12 +14,13 @@ from urllib.parse import urljoin, urlparse
 
 import pytest
 from bs4 import BeautifulSoup
-
-from sftbook import book
-
 from conftest import REPO_ROOT
 
-CHAPTER_PAGES = [f"book/{p.stem}.html" for p in book.chapters()]
+from sftbook import book, notebooks
+
+pytestmark = pytest.mark.slow  # builds the whole book and drives a browser
+
+CHAPTER_PAGES = [f"book/{p.stem}.html" for p in notebooks.chapters()]
 PAGES = ["book/index.html", *CHAPTER_PAGES, "book/status.html", "book/bibliography.html"]
 
 
@@ -51,9 +52,7 @@ class _Recorder(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def server(site):
     handler = type("Handler", (_Recorder,), {"requests": []})
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), lambda *a, **k: handler(*a, directory=str(site), **k)
-    )
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: handler(*a, directory=str(site), **k))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_port}/", handler.requests
@@ -66,9 +65,18 @@ def render(url: str, tmp_path: Path) -> BeautifulSoup:
     assert chromium, "Chromium is missing: `make browser` installs Debian's chromium (as root)."
     result = subprocess.run(
         [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=8000", "--dump-dom", url,
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+            url,
         ],
         capture_output=True,
         text=True,
@@ -103,7 +111,7 @@ def test_page_renders_with_math_figures_and_no_failed_resource(page, site, serve
         assert len(images) >= 2, "a chapter without figures?"
 
 
-@pytest.mark.parametrize("chapter", book.chapters(), ids=lambda p: p.name)
+@pytest.mark.parametrize("chapter", notebooks.chapters(), ids=lambda p: p.name)
 def test_launch_and_download_buttons_point_at_the_notebook(chapter, site, server):
     base, _ = server
     owner_repo = urlparse(book.repository_url()).path.strip("/")

@@ -62,9 +62,7 @@ def test_wordpiece_rejects_too_small_vocabulary():
 
 
 def test_vocabulary_stats_by_hand():
-    stats = tokenization.vocabulary_stats(
-        "ws", tokenization.whitespace_tokenize, ["a b b", "c"], ["a d", "b b e f"]
-    )
+    stats = tokenization.vocabulary_stats("ws", tokenization.whitespace_tokenize, ["a b b", "c"], ["a d", "b b e f"])
     # vocab {a, b, c} + unknown; held-out: 6 tokens, 3 unknown (d, e, f), 3 per sentence
     assert (stats.vocab_size, stats.mean_tokens, stats.unknown_rate) == (4, 3.0, 0.5)
     rare = tokenization.vocabulary_stats("ws2", tokenization.whitespace_tokenize, ["a b b", "c"], ["a b"], min_count=2)

@@ -1,6 +1,7 @@
 """sftbook: the tested helpers behind *Supervised Fine-Tuning, Demystified*.
 
-The modules follow the book's table of contents; each docstring names the chapter that derives it.
+The package is layered like the book: each module imports only modules on lower floors of
+:data:`FLOORS` (``tests/test_layers.py`` holds it to that), so it reads from the foundations up.
 Submodules load on first use (``sftbook.data``), so ``import sftbook`` stays fast.
 """
 
@@ -13,30 +14,25 @@ from sftbook.errors import SftbookError
 
 __version__ = "0.1.0"
 
-_SUBMODULES = (
-    "applications",
-    "attention",
-    "book",
-    "cli",
-    "data",
-    "env",
-    "evaluation",
-    "losses",
-    "modeling",
-    "ngram",
-    "plotting",
-    "pretraining",
-    "retrieval",
-    "scale",
-    "tokenization",
-    "training",
-    "translation",
-)
+# floor: the modules on it (a module may import only modules on lower floors)
+FLOORS: dict[int, tuple[str, ...]] = {
+    0: ("errors",),  # what every deliberate error is
+    1: ("env", "artifacts"),  # device, seeds, scale, progress; checksums, cache keys, atomic writes, checkpoints
+    2: ("data", "tokenization", "batching", "metrics", "optimization", "landmarks", "notebooks", "applications"),
+    3: ("ngram", "attention", "losses", "modeling"),  # what chapters 2, 5, 6 and 7 derive
+    4: ("evaluation", "pretraining", "translation"),  # using encoders; training from scratch
+    5: ("finetuning", "retrieval"),  # supervised fine-tuning; sentence vectors at work
+    6: ("zoo",),  # the book's models by name, trained once and cached
+    7: ("scaling",),  # chapter 9's study
+    8: ("book", "status", "plotting"),  # provenance and glue, the status page, figures
+    9: ("cli",),
+}
+FLOOR_OF: dict[str, int] = {name: floor for floor, names in FLOORS.items() for name in names}
 
-__all__ = ["SftbookError", "__version__", *_SUBMODULES]
+__all__ = ["FLOORS", "SftbookError", "__version__", *FLOOR_OF]
 
 
 def __getattr__(name: str) -> ModuleType:
-    if name in _SUBMODULES:
+    if name in FLOOR_OF:
         return importlib.import_module(f"sftbook.{name}")
     raise AttributeError(f"module 'sftbook' has no attribute {name!r}")

@@ -21,7 +21,7 @@ APPLICATIONS: dict[str, Application] = {
         "Sentiment analysis (negative / neutral / positive)",
         "mean-pooled sentence vector → dropout → linear layer with 3 outputs → softmax",
         "one label per sentence: a sentence-level vector and one score per class suffice",
-        "training.finetuned_classifier('minilm', 'sst3')",
+        "zoo.finetuned_classifier('minilm', 'sst3')",
         "accuracy, per-class precision and recall",
     ),
     "translation": Application(
@@ -42,7 +42,7 @@ APPLICATIONS: dict[str, Application] = {
         "Question answering (question type + retrieval)",
         "a 6-way classifier head for the answer type; cosine similarity between question and passage vectors for retrieval",
         "knowing the expected answer type narrows the search; retrieval finds the passages that hold the answer",
-        "training.finetuned_classifier('minilm', 'trec') and retrieval.PassageIndex",
+        "zoo.finetuned_classifier('minilm', 'trec') and retrieval.PassageIndex",
         "TREC-6 test accuracy; passages returned with scores",
     ),
 }

@@ -64,9 +64,7 @@ def scaled_dot_product_attention(
         try:
             mask = torch.broadcast_to(mask, scores.shape)
         except RuntimeError:
-            raise SftbookError(
-                f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape {tuple(scores.shape)}."
-            ) from None
+            raise SftbookError(f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape {tuple(scores.shape)}.") from None
         if not mask.any(dim=-1).all():
             raise SftbookError("A query has every key masked; each row of the mask needs at least one True.")
         scores = scores.masked_fill(~mask, float("-inf"))

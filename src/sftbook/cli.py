@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from transformers import AutoTokenizer
+
+from sftbook import data, evaluation, finetuning, modeling, pretraining, zoo
+from sftbook.book import execute_notebook, stale_output_problems
 from sftbook.errors import SftbookError
+from sftbook.notebooks import chapters
+from sftbook.status import write_status
 
 
 def _execute(args: argparse.Namespace) -> int:
-    from sftbook.book import chapters, execute_notebook, write_status
-
     paths = [Path(p) for p in args.notebooks] or chapters()
     for path in paths:
         if not path.is_file():
@@ -24,15 +29,11 @@ def _execute(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sftbook.book import write_status
-
     print(f"wrote {write_status()}")
     return 0
 
 
 def _check_outputs(args: argparse.Namespace) -> int:
-    from sftbook.book import chapters, stale_output_problems
-
     problems = [p for path in chapters() for p in stale_output_problems(path)]
     for problem in problems:
         print(problem, file=sys.stderr)
@@ -42,8 +43,6 @@ def _check_outputs(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from sftbook import data
-
     dataset = data.load(args.name)
     names = dataset["train"].features["label"].names
     print(data.DATASETS[args.name].description)
@@ -54,12 +53,8 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    import json
-
-    from sftbook import pretraining
-
     config = pretraining.PretrainConfig(size=args.size, steps=args.steps, seed=args.seed)
-    out = Path(args.out) if args.out else pretraining.cache_path(config)
+    out = Path(args.out) if args.out else zoo.pretrained_path(config)
     result = pretraining.pretrain(config, out, overwrite=args.overwrite)
     summary = {
         "out": str(out),
@@ -74,19 +69,14 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    import json
-
-    from sftbook import data, evaluation, modeling, training
-
     if args.out:
         modeling.check_save_target(Path(args.out))  # before minutes of training, not after
     dataset = data.load(args.dataset)
     names = dataset["train"].features["label"].names
-    encoder, tokenizer = modeling.load_encoder(args.model)
-    settings = {**training.FINETUNE_DEFAULTS.get(args.model, {})}
-    settings.update({k: v for k, v in {"epochs": args.epochs, "learning_rate": args.lr, "seed": args.seed}.items() if v is not None})
-    model = modeling.TextClassifier(encoder, len(names), args.pooling, label_names=names, seed=settings.get("seed", 0))
-    result = training.fine_tune(model, tokenizer, dataset, training.FineTuneConfig(**settings))
+    config = zoo.finetune_config(args.model, epochs=args.epochs, learning_rate=args.lr, seed=args.seed)
+    encoder, tokenizer = zoo.load_encoder(args.model)
+    model = modeling.TextClassifier(encoder, len(names), args.pooling, label_names=names, seed=config.seed)
+    result = finetuning.fine_tune(model, tokenizer, dataset, config)
     metrics = {
         "model": args.model,
         "dataset": args.dataset,
@@ -103,10 +93,6 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
-
-    from sftbook import data, evaluation, modeling
-
     texts = list(args.texts) + (data.read_texts(Path(args.file)) if args.file else [])
     if not texts:
         raise SftbookError("Nothing to predict: pass texts as arguments or --file with one text per line.")
@@ -133,24 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-outputs", help="fail when a chapter's stored outputs are stale")
     check.set_defaults(func=_check_outputs)
 
-    from sftbook.pretraining import SIZES, PretrainConfig
-
-    defaults = PretrainConfig()
+    defaults = pretraining.PretrainConfig()
     pretrain = commands.add_parser("pretrain", help="pretrain a small BERT with masked language modelling (chapter 3)")
-    pretrain.add_argument("--size", choices=sorted(SIZES), default=defaults.size)
+    pretrain.add_argument("--size", choices=sorted(pretraining.SIZES), default=defaults.size)
     pretrain.add_argument("--steps", type=int, default=defaults.steps)
     pretrain.add_argument("--seed", type=int, default=defaults.seed)
     pretrain.add_argument("--out", help="output folder (default: the cache folder later chapters read)")
     pretrain.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     pretrain.set_defaults(func=_pretrain)
 
-    from sftbook.data import DATASETS
-    from sftbook.modeling import ENCODERS, POOLINGS
-
     finetune = commands.add_parser("finetune", help="fine-tune a classifier and report test metrics (chapter 4)")
-    finetune.add_argument("--model", required=True, help=f"one of {', '.join(ENCODERS)}, or a saved model folder")
-    finetune.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    finetune.add_argument("--pooling", choices=POOLINGS, default="mean")
+    finetune.add_argument("--model", required=True, help=f"one of {', '.join(zoo.ENCODERS)}, or a saved model folder")
+    finetune.add_argument("--dataset", required=True, choices=sorted(data.DATASETS))
+    finetune.add_argument("--pooling", choices=modeling.POOLINGS, default="mean")
     finetune.add_argument("--epochs", type=int)
     finetune.add_argument("--lr", type=float)
     finetune.add_argument("--seed", type=int)
@@ -164,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=_predict)
 
     data_cmd = commands.add_parser("data", help="print a dataset's splits and label counts")
-    data_cmd.add_argument("name", choices=sorted(DATASETS))
+    data_cmd.add_argument("name", choices=sorted(data.DATASETS))
     data_cmd.set_defaults(func=_data)
     return parser
 

@@ -3,18 +3,24 @@
 ``load(name)`` returns a :class:`datasets.DatasetDict` with ``train``/``validation``/``test`` splits
 and :class:`datasets.ClassLabel` names; every file's sha256 is checked against ``data/SHA256SUMS``
 first. ``data/README.md`` is the data card (sources, citations, counts, hashes).
+At the reduced scale (``SFTBOOK_SCALE=reduced``, :func:`sftbook.env.scale`) every split is a fixed
+stratified subset of at most :data:`REDUCED_SPLIT_SIZES` sentences.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
+
+from sftbook.artifacts import sha256_file
+from sftbook.env import hub_reachable, scale
 from sftbook.errors import DataFileError, HubUnavailableError, SftbookError, UnknownNameError
 
 SST5_NAMES = ("very negative", "negative", "neutral", "positive", "very positive")
@@ -94,14 +100,6 @@ def expected_checksums(directory: Path | None = None) -> dict[str, str]:
     return sums
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verified_path(file_name: str, directory: Path | None = None) -> Path:
     """Path of a vendored file after checking it exists and matches its recorded sha256."""
     directory = directory or data_dir()
@@ -110,9 +108,7 @@ def verified_path(file_name: str, directory: Path | None = None) -> Path:
         raise DataFileError(f"{file_name} is not listed in {directory / CHECKSUM_FILE}.")
     path = directory / file_name
     if not path.is_file():
-        raise DataFileError(
-            f"Missing data file {path}; restore it with `git checkout -- data/{file_name}`."
-        )
+        raise DataFileError(f"Missing data file {path}; restore it with `git checkout -- data/{file_name}`.")
     actual = sha256_file(path)
     if actual != sums[file_name]:
         raise DataFileError(
@@ -143,42 +139,40 @@ def read_labeled(file_name: str, num_labels: int, directory: Path | None = None)
     for number, line in enumerate(read_lines(file_name, directory), start=1):
         match = _LINE.match(line)
         if match is None:
-            raise DataFileError(
-                f"{file_name}, line {number}: expected '<label> <text>', got {line[:60]!r}."
-            )
+            raise DataFileError(f"{file_name}, line {number}: expected '<label> <text>', got {line[:60]!r}.")
         label = int(match.group(1))
         if not 0 <= label < num_labels:
-            raise DataFileError(
-                f"{file_name}, line {number}: label {label} is outside 0..{num_labels - 1}."
-            )
+            raise DataFileError(f"{file_name}, line {number}: label {label} is outside 0..{num_labels - 1}.")
         examples.append((label, match.group(2).strip()))
     return examples
 
 
-def _split_validation(
-    examples: list[tuple[int, str]], fraction: float
-) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """Stratified, seeded carve-out: the same validation set on every machine and every run."""
+def stratified_pick(labels: Sequence[int], share: float, rng: random.Random) -> list[int]:
+    """Indices of a random ``share`` of each label's examples (at least one each), in the order drawn.
+
+    The one stratified sampler of the book: the TREC validation carve-out and :func:`subsample` use it.
+    """
     by_label: dict[int, list[int]] = defaultdict(list)
-    for index, (label, _) in enumerate(examples):
+    for index, label in enumerate(labels):
         by_label[label].append(index)
-    rng = random.Random(VALIDATION_SEED)
-    held_out: set[int] = set()
+    chosen: list[int] = []
     for label in sorted(by_label):
         indices = by_label[label]
         rng.shuffle(indices)
-        held_out.update(indices[: max(1, round(fraction * len(indices)))])
+        chosen += indices[: max(1, round(share * len(indices)))]
+    return chosen
+
+
+def _split_validation(examples: list[tuple[int, str]], fraction: float) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """Stratified, seeded carve-out: the same validation set on every machine and every run."""
+    held_out = set(stratified_pick([label for label, _ in examples], fraction, random.Random(VALIDATION_SEED)))
     train = [ex for i, ex in enumerate(examples) if i not in held_out]
     validation = [ex for i, ex in enumerate(examples) if i in held_out]
     return train, validation
 
 
 def _to_dataset(examples: list[tuple[int, str]], label_names: tuple[str, ...]):
-    import datasets
-
-    features = datasets.Features(
-        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(label_names))}
-    )
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(label_names))})
     return datasets.Dataset.from_dict(
         {"text": [text for _, text in examples], "label": [label for label, _ in examples]},
         features=features,
@@ -192,8 +186,6 @@ def load(name: str, source: str = "local"):
     Face copy instead (only ``sst2``: ``stanfordnlp/sst2``, whose train split is GLUE's 67,349
     *phrases* and whose test labels are hidden); offline that fails with one clear sentence.
     """
-    import datasets
-
     if name not in DATASETS:
         raise UnknownNameError("dataset", name, sorted(DATASETS))
     spec = DATASETS[name]
@@ -204,24 +196,27 @@ def load(name: str, source: str = "local"):
 
     num_file_labels = spec.file_label_count or len(spec.label_names)
     splits = {
-        split: [(spec.label_map.get(label, label), text) for label, text in read_labeled(file, num_file_labels)]
-        for split, file in spec.files.items()
+        split: [(spec.label_map.get(label, label), text) for label, text in read_labeled(file, num_file_labels)] for split, file in spec.files.items()
     }
     if "validation" not in splits:
         splits["train"], splits["validation"] = _split_validation(splits["train"], spec.validation_fraction)
-    return datasets.DatasetDict(
-        {split: _to_dataset(splits[split], spec.label_names) for split in ("train", "validation", "test")}
-    )
+    dataset = datasets.DatasetDict({split: _to_dataset(splits[split], spec.label_names) for split in ("train", "validation", "test")})
+    if scale() == "reduced":
+        for split, size in REDUCED_SPLIT_SIZES.items():
+            if len(dataset[split]) > size:
+                dataset[split] = subsample(dataset[split], size)
+    return dataset
+
+
+# At the reduced scale (make test) a split keeps at most this many sentences: enough for every chapter's
+# code to run as written, few enough for the whole book to run in minutes.
+REDUCED_SPLIT_SIZES = {"train": 600, "validation": 200, "test": 300}
 
 
 def _load_from_hub(name: str, spec: DatasetSpec):
     if spec.hub_id is None:
         hub_names = sorted(n for n, s in DATASETS.items() if s.hub_id)
         raise UnknownNameError("dataset with a hub source", name, hub_names)
-    import datasets
-
-    from sftbook.env import hub_reachable
-
     try:
         if not hub_reachable():
             raise ConnectionError("the hub's name does not resolve or HF_HUB_OFFLINE is set")
@@ -236,29 +231,31 @@ def _load_from_hub(name: str, spec: DatasetSpec):
 
 
 def load_corpus(name: str) -> list[str]:
-    """Unlabeled sentences of ``mr`` or ``subj`` (labels dropped), for pretraining in chapter 3."""
+    """Unlabeled sentences of ``mr`` or ``subj`` (labels dropped), for pretraining in chapter 3.
+
+    At the reduced scale, the first :data:`REDUCED_CORPUS_SIZE` sentences of each."""
     if name not in CORPORA:
         raise UnknownNameError("corpus", name, sorted(CORPORA))
-    return [text for _, text in read_labeled(CORPORA[name], num_labels=2)]
+    sentences = [text for _, text in read_labeled(CORPORA[name], num_labels=2)]
+    return sentences[:REDUCED_CORPUS_SIZE] if scale() == "reduced" else sentences
+
+
+REDUCED_CORPUS_SIZE = 3000
 
 
 def subsample(split, size: int, seed: int = 0):
     """A stratified random subset of ``size`` examples of a labelled split (learning curves, chapter 10).
 
     Each label keeps its share (rounded); the same ``(size, seed)`` gives the same subset everywhere.
+    At the reduced scale, where splits are cut short, asking for more than a split holds returns all of it.
     """
+    if scale() == "reduced":
+        size = min(size, len(split))
     if not 1 <= size <= len(split):
         raise SftbookError(f"Asked for {size:,} examples of a split that has {len(split):,}; pick 1..{len(split):,}.")
     labels = list(split["label"])
-    by_label: dict[int, list[int]] = defaultdict(list)
-    for index, label in enumerate(labels):
-        by_label[label].append(index)
     rng = random.Random(seed)
-    chosen: list[int] = []
-    for label in sorted(by_label):
-        indices = by_label[label]
-        rng.shuffle(indices)
-        chosen += indices[: max(1, round(size * len(indices) / len(labels)))]
+    chosen = stratified_pick(labels, size / len(labels), rng)
     rng.shuffle(chosen)
     return split.select(sorted(chosen[:size]))
 
@@ -273,8 +270,7 @@ def read_texts(path: Path) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataFileError(
-            f"{path} is not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}); "
-            f"convert it, e.g. `iconv -f cp1252 -t utf-8 {path.name}`."
+            f"{path} is not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}); convert it, e.g. `iconv -f cp1252 -t utf-8 {path.name}`."
         ) from None
     texts = [line.strip() for line in text.splitlines() if line.strip()]
     if not texts:

@@ -10,11 +10,17 @@ import platform
 import random
 import socket
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
+import transformers
+from tqdm.auto import tqdm
+
+from sftbook.errors import SftbookError
 
 # HF progress bars write to stderr; stderr in a stored notebook changes from run to run and makes
 # nbval flaky, so chapters show their own tqdm bars instead.
@@ -35,12 +41,7 @@ def configure_environment() -> None:
     """
     for key, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:  # datasets is optional for this call
-        pass
+    datasets.disable_progress_bars()
 
 
 HUB_HOST = "huggingface.co"
@@ -92,11 +93,40 @@ class LogProgress:
 
 def progress(total: int, desc: str, initial: int = 0, disable: bool = False):
     """A tqdm bar in JupyterLab and terminals; :class:`LogProgress` lines when outputs are stored."""
-    from tqdm.auto import tqdm
-
     if not disable and os.environ.get(LOG_PROGRESS_VARIABLE) == "1":
         return LogProgress(total, desc, initial)
     return tqdm(total=total, desc=desc, initial=initial, disable=disable)
+
+
+def derived_seed(seed: int, purpose: str, index: int = 0) -> int:
+    """The seed of one random stream of a run — the batch order of epoch 3, the masking of step 120.
+
+    NumPy's ``SeedSequence`` mixes the run's seed, the stream's purpose and its index into independent
+    streams, so a run resumed at any step draws exactly what an uninterrupted run would.
+    """
+    entropy = [seed, zlib.crc32(purpose.encode()), index]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+SCALE_VARIABLE = "SFTBOOK_SCALE"
+SCALES = ("full", "reduced")
+
+
+def scale() -> str:
+    """How much work the chapters do: ``full`` (the book, ``make execute``) or ``reduced`` (``make test``).
+
+    At the reduced scale every chapter still runs every cell, on smaller splits with fewer steps and
+    epochs; the package's defaults read this switch, so the notebooks' code is the same at both scales.
+    """
+    value = os.environ.get(SCALE_VARIABLE, "full")
+    if value not in SCALES:
+        raise SftbookError(f"{SCALE_VARIABLE}={value!r} is not a scale; set it to one of {', '.join(SCALES)}, or unset it.")
+    return value
+
+
+def at_scale(full, reduced):
+    """``full`` at the full scale, ``reduced`` when ``SFTBOOK_SCALE=reduced``."""
+    return reduced if scale() == "reduced" else full
 
 
 def cache_root() -> Path:
@@ -131,8 +161,8 @@ def native_bf16(device: torch.device) -> bool:
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated exactly on the CPU."""
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise SftbookError(f"seed must be a non-negative int, got {seed!r}; pass a whole number such as 0.")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -143,7 +173,7 @@ def set_threads(num_threads: int | None = None) -> int:
     available = os.cpu_count() or 1
     n = available if num_threads is None else num_threads
     if n < 1:
-        raise ValueError(f"num_threads must be at least 1, got {n}.")
+        raise SftbookError(f"num_threads must be at least 1, got {n}; pass a positive number or None for every core.")
     torch.set_num_threads(n)
     return n
 
@@ -162,8 +192,6 @@ def cpu_model() -> str:
 
 def machine_info() -> dict[str, Any]:
     """What a chapter ran on, recorded in each notebook's metadata and shown on the status page."""
-    import transformers
-
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),

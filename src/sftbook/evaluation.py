@@ -1,4 +1,5 @@
-"""Predicting and scoring classifiers (chapters 4, 7, 8, 10): accuracy, macro-F1, confusion matrices."""
+"""Using classifiers and encoders (chapters 3, 4, 7, 8, 10): predictions, evaluation, frozen sentence
+vectors with a linear probe, the TF-IDF baseline, and latency."""
 
 from __future__ import annotations
 
@@ -6,23 +7,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from torch.utils import benchmark
 
+from sftbook.batching import by_length, encode_texts, pad_batch
 from sftbook.errors import SftbookError
-
-
-def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text, truncated to ``max_length``; empty or blank texts are refused."""
-    texts = list(texts)
-    for index, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            raise SftbookError(f"Text #{index} is empty or not a string ({text!r}); remove it or give it words to classify.")
-    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+from sftbook.metrics import scores
+from sftbook.modeling import mean_pool
 
 
 def predict_logits(model, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 128) -> torch.Tensor:
     """Logits ``(n, num_labels)`` of a :class:`~sftbook.modeling.TextClassifier`, in eval mode."""
-    from sftbook.training import pad_batch
-
     limit = min(max_length, model.encoder.config.max_position_embeddings)
     encoded = encode_texts(tokenizer, texts, limit)
     device = next(model.parameters()).device
@@ -37,63 +34,10 @@ def predict_logits(model, tokenizer, texts: Sequence[str], max_length: int = 128
     return logits
 
 
-def by_length(encoded: Sequence[Sequence[int]]) -> list[int]:
-    """Indices sorted by sequence length: batches of similar lengths waste little on padding.
-
-    Inference gives the same logits in any order (eval mode, padding masked), so the order is free.
-    """
-    return sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-
-
 def predict(model, tokenizer, texts: Sequence[str], max_length: int = 128) -> list[dict]:
     """For each text: the predicted label name and the probability of every label."""
     probabilities = predict_logits(model, tokenizer, texts, max_length).softmax(-1)
-    return [
-        {"label": model.label_names[int(p.argmax())], "probabilities": dict(zip(model.label_names, p.tolist()))}
-        for p in probabilities
-    ]
-
-
-def confusion_matrix(predictions: Sequence[int], labels: Sequence[int], num_labels: int) -> np.ndarray:
-    """``matrix[true, predicted]`` counts."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if predictions.shape != labels.shape:
-        raise SftbookError(f"{len(predictions)} predictions for {len(labels)} labels.")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_labels or predictions.min() < 0 or predictions.max() >= num_labels):
-        raise SftbookError(f"Labels and predictions must lie in 0..{num_labels - 1}.")
-    matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    return matrix
-
-
-def _precision_recall_f1(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    num_labels = len(matrix)
-    true_positive = np.diag(matrix).astype(float)
-    precision = np.divide(true_positive, matrix.sum(0), out=np.zeros(num_labels), where=matrix.sum(0) > 0)
-    recall = np.divide(true_positive, matrix.sum(1), out=np.zeros(num_labels), where=matrix.sum(1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(num_labels), where=(precision + recall) > 0)
-    return precision, recall, f1
-
-
-def scores(predictions: Sequence[int], labels: Sequence[int], num_labels: int) -> dict[str, float]:
-    """Accuracy and macro-averaged F1 (a class never predicted nor present counts as F1 = 0)."""
-    if len(labels) == 0:
-        raise SftbookError("Cannot score an empty set of predictions.")
-    matrix = confusion_matrix(predictions, labels, num_labels)
-    f1 = _precision_recall_f1(matrix)[2]
-    return {"accuracy": float(np.trace(matrix) / matrix.sum()), "macro_f1": float(f1.mean())}
-
-
-def per_class_scores(predictions: Sequence[int], labels: Sequence[int], label_names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support of every class (chapter 8's three-way sentiment)."""
-    if len(labels) == 0:
-        raise SftbookError("Cannot score an empty set of predictions.")
-    matrix = confusion_matrix(predictions, labels, len(label_names))
-    precision, recall, f1 = _precision_recall_f1(matrix)
-    return {
-        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(matrix[i].sum())}
-        for i, name in enumerate(label_names)
-    }
+    return [{"label": model.label_names[int(p.argmax())], "probabilities": dict(zip(model.label_names, p.tolist()))} for p in probabilities]
 
 
 def evaluate(model, tokenizer, split, max_length: int = 128) -> dict[str, float]:
@@ -108,8 +52,6 @@ def sentence_embeddings(encoder, tokenizer, texts: Sequence[str], max_length: in
     The features of a *linear probe* (chapters 3 and 4): a classifier fitted on top of them measures
     what the encoder already knows, without changing it. Mean pooling as in ``TextClassifier(pooling="mean")``.
     """
-    from sftbook.training import pad_batch
-
     encoded = encode_texts(tokenizer, texts, min(max_length, encoder.config.max_position_embeddings))
     device = next(encoder.parameters()).device
     encoder.eval()
@@ -121,8 +63,7 @@ def sentence_embeddings(encoder, tokenizer, texts: Sequence[str], max_length: in
             batch = pad_batch([encoded[i] for i in rows], tokenizer.pad_token_id)
             mask = batch["attention_mask"].to(device)
             hidden = encoder(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state  # (batch, seq, hidden)
-            weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
-            vectors[rows] = ((hidden * weights).sum(1) / weights.sum(1)).float().cpu().numpy()
+            vectors[rows] = mean_pool(hidden, mask).float().cpu().numpy()  # (batch, hidden)
     return vectors
 
 
@@ -131,8 +72,6 @@ def fit_logistic(features, labels: Sequence[int], validation_features, validatio
 
     The classifier of the linear probe (chapters 3, 4, 9, 10) and of the TF-IDF baseline.
     """
-    from sklearn.linear_model import LogisticRegression
-
     if len(set(labels)) < 2:
         raise SftbookError("Logistic regression needs at least two classes among the training labels.")
     fitted = [LogisticRegression(C=c, max_iter=3000).fit(features, labels) for c in grid]
@@ -153,29 +92,31 @@ def tfidf_classifier(dataset, grid: Sequence[float] = (0.3, 1, 3, 10, 30)):
 
     Returns a fitted scikit-learn pipeline (``.predict(texts)``) with ``C`` chosen on the validation split.
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
     train, validation = dataset["train"], dataset["validation"]
     candidates = [
-        make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(C=c, max_iter=3000)).fit(list(train["text"]), list(train["label"]))
+        make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(C=c, max_iter=3000)).fit(
+            list(train["text"]), list(train["label"])
+        )
         for c in grid
     ]
     return max(candidates, key=lambda model: model.score(list(validation["text"]), list(validation["label"])))
 
 
 def latency_ms(model, tokenizer, texts: Sequence[str], max_length: int = 64, repeats: int = 3) -> float:
-    """Median milliseconds to classify one sentence at a time (batch size 1), after a warm-up call."""
-    import time
+    """Median over ``texts`` of the milliseconds to classify one sentence alone (batch size 1).
 
+    ``torch.utils.benchmark`` times each text (its mean over ``repeats`` calls, after its own warm-up
+    calls, with the threads PyTorch uses now); the median over texts is not moved by one slow sentence.
+    """
     if not texts:
         raise SftbookError("latency_ms needs at least one text to time.")
     predict_logits(model, tokenizer, texts[:1], max_length)
     times = []
-    for _ in range(repeats):
-        for text in texts:
-            start = time.perf_counter()
-            predict_logits(model, tokenizer, [text], max_length)
-            times.append(time.perf_counter() - start)
+    for text in texts:
+        timer = benchmark.Timer(
+            stmt="predict_logits(model, tokenizer, [text], max_length)",
+            globals={"predict_logits": predict_logits, "model": model, "tokenizer": tokenizer, "text": text, "max_length": max_length},
+            num_threads=torch.get_num_threads(),
+        )
+        times.append(timer.timeit(repeats).mean)
     return 1000 * float(np.median(times))

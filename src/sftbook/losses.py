@@ -70,9 +70,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = 
     return _reduce(per_example, reduction)
 
 
-def label_smoothing_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, smoothing: float, reduction: str = "mean"
-) -> torch.Tensor:
+def label_smoothing_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy against ``(1 − ε)·one_hot(y) + ε/K``: the model is never asked for certainty."""
     if not 0.0 <= smoothing < 1.0:
         raise SftbookError(f"smoothing must lie in [0, 1), got {smoothing}.")
@@ -87,10 +85,7 @@ def _check_probabilities(probs: torch.Tensor, targets: torch.Tensor) -> None:
     _check_nonempty(probs, "probs")
     _check_same_shape(probs, targets, "probs and targets")
     if torch.isnan(probs).any() or probs.min() < 0 or probs.max() > 1:
-        raise SftbookError(
-            "probs must be probabilities in [0, 1]; apply torch.sigmoid to raw scores, "
-            "or use binary_cross_entropy_with_logits."
-        )
+        raise SftbookError("probs must be probabilities in [0, 1]; apply torch.sigmoid to raw scores, or use binary_cross_entropy_with_logits.")
     if targets.min() < 0 or targets.max() > 1:
         raise SftbookError("targets must lie in [0, 1] (labels 0/1, or soft labels).")
 

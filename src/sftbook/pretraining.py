@@ -9,7 +9,6 @@ prediction head runs only at the chosen positions (a *sparse* head), which the c
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import re
@@ -21,20 +20,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from sftbook import data
-from sftbook.env import cache_root
+from sftbook.artifacts import find_checkpoint, load_checkpoint_state, save_checkpoint
+from sftbook.batching import encode_texts, epoch_batches, pad_batch
+from sftbook.env import at_scale, derived_seed
+from sftbook.env import progress as progress_bar
 from sftbook.errors import SftbookError, UnknownNameError
+from sftbook.optimization import adamw, warmup_schedule
 from sftbook.tokenization import SPECIAL_TOKENS, train_wordpiece
-from sftbook.training import (
-    adamw,
-    find_checkpoint,
-    length_grouped_batches,
-    linear_warmup_decay,
-    load_checkpoint_state,
-    pad_batch,
-    save_checkpoint,
-)
 
 IGNORE_INDEX = -100  # label of positions the loss skips (PyTorch's cross_entropy default)
 
@@ -51,8 +46,6 @@ CORPUS_SOURCES = ("mr", "subj", "sst5-train")
 
 def bert_config(size: str, vocab_size: int, max_length: int, dropout: float = 0.1):
     """A ``BertConfig`` of a named size whose position embeddings cover ``max_length`` tokens."""
-    from transformers import BertConfig
-
     if size not in SIZES:
         raise UnknownNameError("model size", size, sorted(SIZES))
     return BertConfig(
@@ -66,6 +59,7 @@ def bert_config(size: str, vocab_size: int, max_length: int, dropout: float = 0.
 
 
 # ----------------------------------------------------------------------------- corpus
+
 
 def normalize(text: str) -> str:
     """Lower-case letters and digits only: how sentences are compared for overlap across files."""
@@ -126,8 +120,7 @@ def build_corpus(sources: tuple[str, ...] = CORPUS_SOURCES, heldout_every: int =
                 kept.append(text.strip())
     if not kept:
         raise SftbookError(
-            f"The corpus from {', '.join(sources)} is empty after removing evaluation sentences and "
-            "duplicates; add sources with other text."
+            f"The corpus from {', '.join(sources)} is empty after removing evaluation sentences and duplicates; add sources with other text."
         )
     heldout_mask = [int(hashlib.sha1(t.encode()).hexdigest(), 16) % heldout_every == 0 for t in kept]
     corpus = Corpus(
@@ -140,6 +133,7 @@ def build_corpus(sources: tuple[str, ...] = CORPUS_SOURCES, heldout_every: int =
 
 
 # ----------------------------------------------------------------------------- masking and loss
+
 
 def mask_tokens(
     input_ids: torch.Tensor,
@@ -206,6 +200,7 @@ def mlm_loss(model, inputs: torch.Tensor, attention_mask: torch.Tensor, labels: 
 
 # ----------------------------------------------------------------------------- training
 
+
 @dataclass
 class PretrainConfig:
     """Everything that determines a pretraining run (and so its cache key)."""
@@ -214,7 +209,7 @@ class PretrainConfig:
     vocab_size: int = 8000
     max_length: int = 64
     batch_size: int = 32  # measured: more, smaller updates beat fewer large ones in a CPU budget
-    steps: int = 6000
+    steps: int = field(default_factory=lambda: at_scale(6000, 200))  # 200 at the reduced scale (make test)
     learning_rate: float = 1e-3
     warmup_fraction: float = 0.06
     weight_decay: float = 0.01
@@ -223,8 +218,8 @@ class PretrainConfig:
     mlm_probability: float = 0.15
     dropout: float = 0.0  # the model underfits this corpus; dropout only slowed it down
     seed: int = 0
-    eval_every: int = 500
-    checkpoint_every: int = 1000
+    eval_every: int = field(default_factory=lambda: at_scale(500, 50))
+    checkpoint_every: int = field(default_factory=lambda: at_scale(1000, 100))
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -243,10 +238,6 @@ class PretrainResult:
     out_dir: Path
     tokens_processed: int
     seconds: float
-
-
-def _encode(tokenizer, sentences: list[str], max_length: int) -> list[list[int]]:
-    return tokenizer(sentences, truncation=True, max_length=max_length)["input_ids"]
 
 
 def evaluate_mlm(model, sequences: list[list[int]], tokenizer, batch_size: int = 256, seed: int = 1234) -> float:
@@ -284,88 +275,124 @@ def pretrain(
     ``tokenizer`` defaults to a WordPiece vocabulary of ``config.vocab_size`` trained on the corpus;
     ``stop_after`` ends the run early after that many steps (used to test resuming).
     """
-    from transformers import AutoTokenizer, BertForMaskedLM
+    run = _start_or_resume(config, Path(out_dir), corpus or build_corpus(), tokenizer, overwrite, device or torch.device("cpu"))
+    model, optimizer, schedule, state = run.model, run.optimizer, run.schedule, run.state
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    bar = progress_bar(config.steps, f"pretraining BERT-{config.size}", initial=state["step"], disable=not progress)
+    start_time = time.perf_counter() - state["seconds"]
+    model.train()
+    while state["step"] < end:
+        step = state["step"]
+        inputs, labels, attention_mask = run.batch(step)
+        lr = schedule.get_last_lr()[0]
+        torch.manual_seed(derived_seed(config.seed, "dropout", step))
+        loss = mlm_loss(model, inputs, attention_mask, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
 
-    from sftbook.env import progress as progress_bar
+        state["step"] = step + 1
+        state["tokens"] += int(attention_mask.sum())
+        state["history"].append({"step": step + 1, "loss": loss.item(), "lr": lr})
+        if state["step"] % config.eval_every == 0 or state["step"] == config.steps:
+            heldout = evaluate_mlm(model, run.heldout_ids, run.tokenizer)
+            state["evaluations"].append({"step": state["step"], "heldout_loss": heldout})
+            bar.set_postfix(loss=f"{loss.item():.3f}", heldout=f"{heldout:.3f}")
+        bar.update(1)
+        if state["step"] % config.checkpoint_every == 0 or state["step"] == end:
+            state["seconds"] = time.perf_counter() - start_time
+            save_checkpoint(run.out_dir, model, optimizer, state, run.tokenizer)
+    bar.close()
+    state["seconds"] = time.perf_counter() - start_time
+    if state["step"] == config.steps:
+        _save_final(run.out_dir, model, run.tokenizer, state)
+    model.eval()
+    return PretrainResult(model, run.tokenizer, state["history"], state["evaluations"], run.out_dir, state["tokens"], state["seconds"])
 
-    out_dir = Path(out_dir)
+
+@dataclass
+class _Run:
+    """What :func:`pretrain` needs at every step: built afresh or restored from the last checkpoint."""
+
+    config: PretrainConfig
+    out_dir: Path
+    model: Any
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    state: dict[str, Any]
+    train_ids: list[list[int]]
+    heldout_ids: list[list[int]]
+    device: torch.device
+    _epoch: tuple[int, list[list[int]]] = (-1, [])
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(inputs, labels, attention_mask)`` of ``step``: its batch and its masking depend on the step alone."""
+        config = self.config
+        epoch, index = divmod(step, math.ceil(len(self.train_ids) / config.batch_size))
+        if self._epoch[0] != epoch:
+            self._epoch = (epoch, epoch_batches([len(s) for s in self.train_ids], config.batch_size, config.seed, epoch))
+        batch = pad_batch([self.train_ids[i] for i in self._epoch[1][index]], self.tokenizer.pad_token_id)
+        masking = torch.Generator().manual_seed(derived_seed(config.seed, "masking", step))
+        inputs, labels = mask_tokens(
+            batch["input_ids"], batch["attention_mask"], self.tokenizer.mask_token_id, len(self.tokenizer), masking, config.mlm_probability
+        )
+        return inputs.to(self.device), labels.to(self.device), batch["attention_mask"].to(self.device)
+
+
+def _start_or_resume(config: PretrainConfig, out_dir: Path, corpus: Corpus, tokenizer, overwrite: bool, device: torch.device) -> _Run:
     if overwrite and out_dir.exists():
         shutil.rmtree(out_dir)
-    corpus = corpus or build_corpus()
-    device = device or torch.device("cpu")
     checkpoint = find_checkpoint(out_dir)
-    if checkpoint is not None:
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    elif tokenizer is None:
-        tokenizer = train_wordpiece(corpus.train, vocab_size=config.vocab_size)
-    train_ids = _encode(tokenizer, corpus.train, config.max_length)
-    heldout_ids = _encode(tokenizer, corpus.heldout, config.max_length)
-    lengths = [len(s) for s in train_ids]
-
     state: dict[str, Any] = {"step": 0, "history": [], "evaluations": [], "tokens": 0, "seconds": 0.0, "config": asdict(config)}
     if checkpoint is not None:
         saved = json.loads((checkpoint / "state.json").read_text())
         if saved["config"] != asdict(config):
             raise SftbookError(f"{checkpoint} belongs to a run with another configuration; pass overwrite=True or another out_dir.")
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         model = BertForMaskedLM.from_pretrained(checkpoint)
     else:
+        tokenizer = tokenizer or train_wordpiece(corpus.train, vocab_size=config.vocab_size)
         torch.manual_seed(config.seed)
         model = BertForMaskedLM(bert_config(config.size, len(tokenizer), config.max_length, config.dropout))
     model.to(device)
     optimizer = adamw(model, config.learning_rate, config.weight_decay, config.adam_beta2)
     if checkpoint is not None:
         state = load_checkpoint_state(checkpoint, optimizer)
-    warmup = max(1, int(config.warmup_fraction * config.steps))
-    model.train()
+    schedule = warmup_schedule(optimizer, config.steps, int(config.warmup_fraction * config.steps), done_steps=state["step"])
+    return _Run(
+        config,
+        out_dir,
+        model,
+        tokenizer,
+        optimizer,
+        schedule,
+        state,
+        train_ids=encode_texts(tokenizer, corpus.train, config.max_length),
+        heldout_ids=encode_texts(tokenizer, corpus.heldout, config.max_length),
+        device=device,
+    )
 
-    epoch_batches: dict[int, list[list[int]]] = {}
-    batches_per_epoch = math.ceil(len(train_ids) / config.batch_size)
-    end = config.steps if stop_after is None else min(config.steps, stop_after)
-    bar = progress_bar(config.steps, f"pretraining BERT-{config.size}", initial=state["step"], disable=not progress)
-    start_time = time.perf_counter() - state["seconds"]
-    while state["step"] < end:
-        step = state["step"]
-        epoch, index = divmod(step, batches_per_epoch)
-        if epoch not in epoch_batches:
-            epoch_batches = {epoch: length_grouped_batches(lengths, config.batch_size, torch.Generator().manual_seed(config.seed * 7919 + epoch))}
-        batch = pad_batch([train_ids[i] for i in epoch_batches[epoch][index]], tokenizer.pad_token_id)
-        masking = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        inputs, labels = mask_tokens(
-            batch["input_ids"], batch["attention_mask"], tokenizer.mask_token_id, len(tokenizer), masking, config.mlm_probability
-        )
-        inputs, labels, attention_mask = inputs.to(device), labels.to(device), batch["attention_mask"].to(device)
-        lr = config.learning_rate * linear_warmup_decay(step, config.steps, warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        torch.manual_seed(config.seed + step)  # dropout masks depend on the step alone
-        loss = mlm_loss(model, inputs, attention_mask, labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
 
-        state["step"] = step + 1
-        state["tokens"] += int(batch["attention_mask"].sum())
-        state["history"].append({"step": step + 1, "loss": loss.item(), "lr": lr})
-        if state["step"] % config.eval_every == 0 or state["step"] == config.steps:
-            heldout = evaluate_mlm(model, heldout_ids, tokenizer)
-            state["evaluations"].append({"step": state["step"], "heldout_loss": heldout})
-            bar.set_postfix(loss=f"{loss.item():.3f}", heldout=f"{heldout:.3f}")
-        bar.update(1)
-        if state["step"] % config.checkpoint_every == 0 or state["step"] == end:
-            state["seconds"] = time.perf_counter() - start_time
-            save_checkpoint(out_dir, model, optimizer, state, tokenizer)
-    bar.close()
-    state["seconds"] = time.perf_counter() - start_time
-    if state["step"] == config.steps:
-        model.save_pretrained(out_dir, safe_serialization=True)
-        tokenizer.save_pretrained(out_dir)
-        (out_dir / "state.json").write_text(json.dumps({**state, "complete": True}))
-    model.eval()
-    return PretrainResult(model, tokenizer, state["history"], state["evaluations"], out_dir, state["tokens"], state["seconds"])
+COMPLETE = "state.json"  # written last: a folder with it holds a finished run
+
+
+def _save_final(out_dir: Path, model, tokenizer, state: dict[str, Any]) -> None:
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / COMPLETE).write_text(json.dumps({**state, "complete": True}))
+
+
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` holds a finished pretraining run (not only checkpoints)."""
+    state = Path(path) / COMPLETE
+    return state.is_file() and bool(json.loads(state.read_text()).get("complete"))
 
 
 # ----------------------------------------------------------------------------- using the model
+
 
 def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[tuple[str, float]]:
     """The ``top_k`` most probable tokens (with probabilities) for the single ``[MASK]`` in ``text``."""
@@ -379,65 +406,7 @@ def fill_mask(model, tokenizer, text: str, top_k: int = 5) -> list[tuple[str, fl
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
-        hidden = model.bert(
-            input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device)
-        ).last_hidden_state
+        hidden = model.bert(input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device)).last_hidden_state
         probs = model.cls(hidden[0, positions]).softmax(-1)[0]  # (vocab,)
     values, ids = probs.topk(top_k)
     return [(tokenizer.convert_ids_to_tokens(int(i)), float(v)) for v, i in zip(values, ids)]
-
-
-def cache_path(config: PretrainConfig) -> Path:
-    """A folder named after everything that determines the run: its config, the data, this code."""
-    import tokenizers
-    import transformers
-
-    from sftbook import training
-
-    digest = hashlib.sha256()
-    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
-    digest.update(json.dumps(data.expected_checksums(), sort_keys=True).encode())
-    for module in (inspect.getmodule(pretrain), training):
-        digest.update(inspect.getsource(module).encode())
-    digest.update(f"{torch.__version__} {transformers.__version__} {tokenizers.__version__}".encode())
-    return cache_root() / f"pretrained-bert-{config.size}-{digest.hexdigest()[:12]}"
-
-
-def _complete(path: Path) -> bool:
-    state = path / "state.json"
-    return state.is_file() and bool(json.loads(state.read_text()).get("complete"))
-
-
-def checkpoint_fingerprint(config: PretrainConfig, build: bool = True) -> str:
-    """sha256 of the cached checkpoint's weights and vocabulary (pretrained first when missing and ``build``).
-
-    Chapter 3 pretrains anew on every run, and the WordPiece trainer is not deterministic, so models
-    fine-tuned from the checkpoint (chapter 4) key their cache on this, not on the configuration alone.
-    """
-    path = cache_path(config)
-    if not _complete(path):
-        if not build:
-            raise SftbookError(f"No pretrained checkpoint at {path}; run book/03_pretraining.ipynb or `python -m sftbook pretrain`.")
-        load_pretrained(config)
-    digest = hashlib.sha256()
-    for name in ("model.safetensors", "tokenizer.json"):
-        digest.update(data.sha256_file(path / name).encode())
-    return digest.hexdigest()
-
-
-def load_pretrained(config: PretrainConfig | None = None, build: bool = True):
-    """The chapter-3 checkpoint for ``config`` as ``(BertForMaskedLM, tokenizer)``; pretrained when missing.
-
-    Later chapters call this, so each still runs alone: without the cache it pretrains (with a
-    message saying so and how long it takes) instead of failing.
-    """
-    from transformers import AutoTokenizer, BertForMaskedLM
-
-    config = config or PretrainConfig()
-    path = cache_path(config)
-    if not _complete(path):
-        if not build:
-            raise SftbookError(f"No pretrained checkpoint at {path}; run book/03_pretraining.ipynb or `python -m sftbook pretrain`.")
-        print(f"No cached pretrained BERT-{config.size} at {path}: pretraining it now ({config.steps} steps; a few minutes on a CPU).")
-        pretrain(config, path)
-    return BertForMaskedLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from sftbook.errors import SftbookError
+from sftbook.evaluation import sentence_embeddings
+from sftbook.notebooks import BOOK_DIR, glued_values, read
 
 STOPWORDS = frozenset(
     "a an the and or but if of to in on at by for with from as is are was were be been being it its this that these "
@@ -27,6 +29,7 @@ STOPWORDS = frozenset(
 
 
 # ----------------------------------------------------------------------------- the book as text
+
 
 def clean_markdown(text: str, glued: dict[str, str] | None = None) -> str:
     """Prose of a Markdown cell: code blocks, directives, math and markup removed; glued numbers filled in."""
@@ -60,10 +63,6 @@ def book_documents(chapter_names: Sequence[str], book_dir: Path | None = None) -
     Each paragraph is prefixed with the heading of its section (``"Heading — paragraph"``), so a passage
     found by retrieval says where it comes from; headings alone are not passages.
     """
-    import nbformat
-
-    from sftbook.book import BOOK_DIR, glued_values
-
     book_dir = book_dir or BOOK_DIR
     documents = {}
     for name in chapter_names:
@@ -71,7 +70,7 @@ def book_documents(chapter_names: Sequence[str], book_dir: Path | None = None) -
         if not path.is_file():
             raise SftbookError(f"No chapter {path}; chapter names look like '03_pretraining'.")
         glued = glued_values(path)
-        notebook = nbformat.read(path, as_version=4)
+        notebook = read(path)
         heading, paragraphs = "", []
         for cell in notebook.cells:
             for block in re.split(r"\n\s*\n", cell.source) if cell.cell_type == "markdown" else []:
@@ -95,15 +94,15 @@ def split_sentences(text: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- embeddings
 
+
 def embed(encoder, tokenizer, texts: Sequence[str], max_length: int = 256) -> np.ndarray:
     """Unit-length sentence vectors (mean pooling, as all-MiniLM-L6-v2 was trained), so dot = cosine."""
-    from sftbook.evaluation import sentence_embeddings
-
     vectors = sentence_embeddings(encoder, tokenizer, texts, max_length=max_length)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 # ----------------------------------------------------------------------------- summarization
+
 
 def centroid_summary(vectors: np.ndarray, k: int, redundancy: float = 0.5) -> list[int]:
     """Indices (in document order) of ``k`` sentences close to the document's mean vector.
@@ -146,6 +145,7 @@ def rouge_1_recall(summary: str, reference: str) -> float:
 
 
 # ----------------------------------------------------------------------------- retrieval
+
 
 @dataclass
 class Hit:

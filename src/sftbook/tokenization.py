@@ -10,6 +10,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
 from sftbook.errors import SftbookError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -33,9 +36,6 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     release, and its trainer breaks frequency ties in hash order, so two trainings on the same text can
     differ by a few entries near the size cut-off. Save a vocabulary to reuse it exactly.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     corpus = [t for t in texts if t and t.strip()]
     if not corpus:
         raise SftbookError("Cannot train a WordPiece vocabulary on an empty corpus; pass non-empty texts.")

@@ -21,14 +21,17 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import pipeline
 
 from sftbook.attention import MultiHeadAttention, causal_mask
+from sftbook.env import at_scale, hub_reachable
+from sftbook.env import progress as progress_bar
 from sftbook.errors import HubUnavailableError, SftbookError
+from sftbook.optimization import warmup_schedule
 
 LIMIT = 1_000_000
 DIGITS = "零一二三四五六七八九"
-SMALL = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-         "sixteen seventeen eighteen nineteen").split()
+SMALL = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen").split()
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 HUB_MODEL = "Helsinki-NLP/opus-mt-zh-en"
@@ -230,14 +233,16 @@ def make_batch(pairs: list[tuple[str, str, int]]) -> tuple[torch.Tensor, torch.T
 
 @dataclass
 class TranslationConfig:
-    train_size: int = 20_000
-    test_size: int = 2_000
+    """Settings of the numeral translator; at the reduced scale (make test) 2,000 / 200 numbers, 150 steps."""
+
+    train_size: int = field(default_factory=lambda: at_scale(20_000, 2_000))
+    test_size: int = field(default_factory=lambda: at_scale(2_000, 200))
     d_model: int = 128
     heads: int = 4
     layers: int = 2
     dropout: float = 0.1
     batch_size: int = 64
-    steps: int = 1_200  # ~100% exact match on unseen numbers in about a minute of CPU
+    steps: int = field(default_factory=lambda: at_scale(1_200, 150))  # full: ~100% exact match in about a minute
     learning_rate: float = 1e-3
     seed: int = 0
 
@@ -251,17 +256,18 @@ class TranslationRun:
     seconds: float
 
 
-def train_translator(config: TranslationConfig = TranslationConfig(), progress: bool = True, device: torch.device | None = None) -> TranslationRun:
+def train_translator(config: TranslationConfig | None = None, progress: bool = True, device: torch.device | None = None) -> TranslationRun:
     """Train the numeral translator with teacher forcing, AdamW and warm-up/decay; test numbers never seen."""
-    from sftbook.env import progress as progress_bar
-    from sftbook.training import linear_warmup_decay
-
+    config = config or TranslationConfig()
     device = device or torch.device("cpu")
     train = numeral_pairs(config.train_size, seed=config.seed)  # every 1- and 2-digit number lands here
     test = numeral_pairs(config.test_size, seed=config.seed + 1, exclude={n for _, _, n in train})
     torch.manual_seed(config.seed)
-    model = Seq2SeqTransformer(len(SOURCE_VOCAB.tokens), len(TARGET_VOCAB.tokens), config.d_model, config.heads, config.layers, config.dropout).to(device)
+    model = Seq2SeqTransformer(len(SOURCE_VOCAB.tokens), len(TARGET_VOCAB.tokens), config.d_model, config.heads, config.layers, config.dropout).to(
+        device
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
+    schedule = warmup_schedule(optimizer, config.steps, config.steps // 20)
     generator = torch.Generator().manual_seed(config.seed)
     history, start = [], time.perf_counter()
     bar = progress_bar(config.steps, "training the translator", disable=not progress)
@@ -269,14 +275,13 @@ def train_translator(config: TranslationConfig = TranslationConfig(), progress: 
     for step in range(config.steps):
         rows = torch.randint(len(train), (config.batch_size,), generator=generator).tolist()
         source, target_in, target_out = (t.to(device) for t in make_batch([train[i] for i in rows]))
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * linear_warmup_decay(step, config.steps, config.steps // 20)
         logits = model(source, target_in)  # (batch, tgt, vocab)
         loss = F.cross_entropy(logits.flatten(0, 1), target_out.flatten(), ignore_index=0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
         history.append({"step": step + 1, "loss": loss.item()})
         bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.update(1)
@@ -317,18 +322,11 @@ def exact_match(predictions: list[str], references: list[str]) -> float:
 
 def hub_translate(texts: list[str], model_id: str = HUB_MODEL) -> list[str]:
     """Translate real Chinese with a pretrained Marian model from the Hugging Face Hub (when reachable)."""
-    from sftbook.env import hub_reachable
-
     if not hub_reachable():
-        raise HubUnavailableError(
-            f"{model_id} is only on the Hugging Face Hub, which is not reachable here; run this cell where it is (e.g. Colab)."
-        )
-    from transformers import pipeline
-
+        raise HubUnavailableError(f"{model_id} is only on the Hugging Face Hub, which is not reachable here; run this cell where it is (e.g. Colab).")
     translator = pipeline("translation", model=model_id)
     return [row["translation_text"] for row in translator(list(texts))]
 
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-

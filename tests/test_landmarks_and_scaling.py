@@ -1,42 +1,43 @@
 import pytest
-
-from sftbook import plotting, scale
-
 from conftest import REPO_ROOT
+
+from sftbook import landmarks, plotting, scaling, zoo
+from sftbook.errors import SftbookError
 
 
 def test_six_n_d():
-    assert scale.training_flops(110e6, 1.28e11) == pytest.approx(8.448e19)
-    with pytest.raises(ValueError):
-        scale.training_flops(0, 1)
+    assert landmarks.training_flops(110e6, 1.28e11) == pytest.approx(8.448e19)
+    with pytest.raises(SftbookError):
+        landmarks.training_flops(0, 1)
 
 
 def test_every_landmark_is_cited_in_the_bibliography():
     bib = (REPO_ROOT / "book" / "references.bib").read_text(encoding="utf-8")
-    for model in scale.LANDMARK_MODELS:
+    for model in landmarks.LANDMARK_MODELS:
         assert "{" + model.citation + "," in bib, model.name
         assert model.parameters > 1e7 and model.training_tokens > 1e10
 
 
 def test_figures_draw():
-    fig = plotting.scale_plot(scale.LANDMARK_MODELS, highlight={"ours": (1e7, 1e6)})
+    fig = plotting.scale_plot(landmarks.LANDMARK_MODELS, highlight={"ours": (1e7, 1e6)})
     assert len(fig.axes) == 2
     assert len(plotting.pipeline_diagram([("a", "b"), ("c", "d")]).axes[0].patches) == 3
-    with pytest.raises(ValueError):
+    with pytest.raises(SftbookError):
         plotting.pipeline_diagram([])
 
 
+@pytest.mark.slow
 def test_scaling_study_measures_every_checkpoint_and_is_cached(tmp_path, monkeypatch, capsys):
-    from sftbook import training
-
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
-    monkeypatch.setitem(training.FINETUNE_DEFAULTS, "tiny", {"learning_rate": 3e-4, "epochs": 1})
-    study = scale.scaling_study(sizes=("nano",), checkpoints=(0, 20), progress=False)
+    monkeypatch.setitem(zoo.FINETUNE_DEFAULTS, "tiny", {"learning_rate": 3e-4, "epochs": 1})
+    study = scaling.scaling_study(sizes=("nano",), checkpoints=(0, 20), progress=False)
     assert "running it now" in capsys.readouterr().out
     rows = study["rows"]
     assert [r["step"] for r in rows] == [0, 20] and rows[0]["flops"] == 0 and rows[1]["tokens"] > 0
     assert rows[1]["heldout_loss"] < rows[0]["heldout_loss"]  # twenty steps already help
     assert rows[0]["non_embedding_parameters"] < rows[0]["parameters"]
     assert 0.4 < study["finetuned"][0]["accuracy"] <= 1
-    assert scale.scaling_study(sizes=("nano",), checkpoints=(0, 20), progress=False) == study
+    assert scaling.scaling_study(sizes=("nano",), checkpoints=(0, 20), progress=False) == study
     assert "running it now" not in capsys.readouterr().out
+    with pytest.raises(SftbookError, match="non-negative"):
+        scaling.scaling_study(sizes=("nano",), checkpoints=(-1, 20), progress=False)

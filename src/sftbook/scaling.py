@@ -1,0 +1,82 @@
+"""A scaling study at CPU scale (chapter 9): model width × pretraining steps, cached as JSON."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from sftbook import artifacts, batching, data, evaluation, finetuning, modeling, pretraining, tokenization, zoo
+from sftbook.env import at_scale, cache_root
+from sftbook.errors import SftbookError
+from sftbook.landmarks import training_flops
+
+
+def non_embedding_parameters(model) -> int:
+    """Parameters outside the token/position/type embeddings and the MLM output bias — Kaplan et al.'s N."""
+    return sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name and not name.endswith("predictions.bias"))
+
+
+def scaling_study(
+    sizes: tuple[str, ...] = ("nano", "micro", "tiny"),
+    checkpoints: tuple[int, ...] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Pretrain each size for ``max(checkpoints)`` steps; at each checkpoint measure the held-out MLM loss
+    and SST-2 linear-probe accuracy; fine-tune every final model on SST-2. Cached as JSON.
+
+    ``checkpoints`` defaults to steps 0, 250, 1,000 and 2,000 (0, 50 and 100 at the reduced scale).
+    Every size shares one WordPiece vocabulary and the chapter-3 recipe (:class:`PretrainConfig`), so
+    only the width and the number of steps change. Returns ``{"rows": [...], "finetuned": [...]}``.
+    """
+    checkpoints = checkpoints or at_scale((0, 250, 1000, 2000), (0, 50, 100))
+    if min(checkpoints) < 0:
+        raise SftbookError(f"checkpoints must be non-negative step counts, got {checkpoints}.")
+    steps = max(checkpoints)
+    configs = {size: pretraining.PretrainConfig(size=size, steps=max(steps, 1), seed=seed, eval_every=max(steps, 1)) for size in sizes}
+    recipe = zoo.finetune_config("tiny", seed=seed)
+    settings = [sorted(checkpoints), {k: asdict(v) for k, v in configs.items()}, asdict(recipe), data.expected_checksums()]
+    code = (*zoo.PRETRAINING_CODE, *zoo.FINETUNING_CODE, evaluation, scaling_study)
+    cached = cache_root() / f"scaling-study-{artifacts.cache_key(settings, code)}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    print(f"No cached scaling study: running it now ({len(sizes)} sizes × {steps:,} steps).")
+
+    corpus = pretraining.build_corpus()
+    tokenizer = tokenization.train_wordpiece(corpus.train, vocab_size=configs[sizes[0]].vocab_size)
+    heldout = batching.encode_texts(tokenizer, corpus.heldout, configs[sizes[0]].max_length)
+    sst2 = data.load("sst2")
+    rows, finetuned = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for size, config in configs.items():
+            run_dir = Path(scratch) / size
+            for step in sorted(set(checkpoints)):
+                result = pretraining.pretrain(config, run_dir, corpus=corpus, tokenizer=tokenizer, stop_after=step, progress=progress)
+                non_embedding = non_embedding_parameters(result.model)
+                rows.append(
+                    {
+                        "size": size,
+                        "hidden": result.model.config.hidden_size,
+                        "parameters": sum(p.numel() for p in result.model.parameters()),
+                        "non_embedding_parameters": non_embedding,
+                        "step": step,
+                        "tokens": result.tokens_processed,
+                        # Kaplan et al.'s N: embedding lookups do no multiply-adds, and the sparse MLM head
+                        # (chapter 3) multiplies by the vocabulary at masked positions only
+                        "flops": training_flops(non_embedding, result.tokens_processed) if step else 0.0,
+                        "heldout_loss": pretraining.evaluate_mlm(result.model, heldout, result.tokenizer),
+                        "probe_accuracy": evaluation.linear_probe(result.model.bert, result.tokenizer, sst2, config.max_length)["accuracy"],
+                        "seconds": result.seconds,
+                    }
+                )
+            names = sst2["train"].features["label"].names
+            classifier = modeling.TextClassifier(result.model.bert, len(names), "mean", label_names=names, seed=seed)
+            tuned = finetuning.fine_tune(classifier, result.tokenizer, sst2, recipe, progress=progress)
+            finetuned.append(
+                {"size": size, "step": steps, **evaluation.evaluate(tuned.model, result.tokenizer, sst2["test"]), "seconds": tuned.seconds}
+            )
+    study = {"rows": rows, "finetuned": finetuned}
+    artifacts.atomic_write_text(cached, json.dumps(study, indent=1))
+    return study

