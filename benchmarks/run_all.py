@@ -40,7 +40,7 @@ def main() -> None:
     total = 0.0
     with tempfile.TemporaryDirectory() as scratch:
         book = Path(scratch) / "book"
-        shutil.copytree(BOOK_DIR, book)  # chapters read each other's stored text (chapter 8)
+        shutil.copytree(BOOK_DIR, book)  # chapters read each other's stored text (chapter 9)
         for path in selected:
             start = time.perf_counter()
             execute_notebook(book / path.name)

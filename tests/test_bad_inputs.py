@@ -19,10 +19,10 @@ import datasets
 import pytest
 import torch
 from conftest import REPO_ROOT
-from toys import toy_dataset, toy_encoder
+from toys import toy_chat_tokenizer, toy_dataset, toy_encoder, toy_llama
 from transformers import BertForMaskedLM
 
-from sftbook import applications, attention, data, env, evaluation, finetuning, modeling, pretraining, retrieval, translation, zoo
+from sftbook import applications, attention, data, env, evaluation, finetuning, llm, modeling, pretraining, retrieval, translation, zoo
 from sftbook.errors import SftbookError
 from sftbook.tokenization import train_wordpiece
 
@@ -158,7 +158,19 @@ CASES = [
     ),
     ("empty corpus for a tokenizer", lambda ws: train_wordpiece([], vocab_size=100), "empty"),
     ("saving over a folder that is not a classifier", save_over_other_folder, "refusing to replace it. Choose a new folder"),
+    ("JSONL row without an answer", lambda ws: llm.read_jsonl(write(ws, "sft.jsonl", '{"prompt": "hi"}\n')), 'line 1 has no "answer"'),
+    ("JSONL row with an empty answer", lambda ws: llm.read_jsonl(write(ws, "sft.jsonl", '{"prompt": "hi", "answer": " "}\n')), "empty answer"),
+    ("prompt longer than the context", lambda ws: llm.sft_features(toy_chat_tokenizer(), "word " * 300, "yes", 128), "over max_length=128"),
+    ("adapter folder that is not one", lambda ws: llm.load_adapter(toy_llama(toy_chat_tokenizer()), ws.root), "not a LoRA adapter"),
+    ("GGUF whose sha256 does not match", lambda ws: llm.verify_gguf(write(ws, "model.gguf", "not a model")), "Checksum mismatch.*reinstall"),
+    ("hub unreachable: base LLM", lambda ws: llm.load_base_smollm2(), "use load_smollm2"),
 ]
+
+
+def write(ws, name: str, text: str) -> Path:
+    path = ws.root / name
+    path.write_text(text)
+    return path
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -208,6 +220,8 @@ CLI_CASES = [
     ("missing notebook", ["execute", "book/99_missing.ipynb"], "No notebook at book/99_missing.ipynb"),
     ("predict without a classifier", ["predict", "--model", "/nonexistent", "great"], "classifier.json"),
     ("predict with nothing to predict", ["predict", "--model", "/nonexistent"], "Nothing to predict"),
+    ("sft without a data file", ["sft", "--data", "/nonexistent.jsonl", "--out", "/tmp/sftbook-adapter"], "No file at /nonexistent.jsonl"),
+    ("chat with a folder that is not an adapter", ["chat", "--adapter", "/", "hello"], "not a LoRA adapter"),
 ]
 
 

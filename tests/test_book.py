@@ -134,7 +134,7 @@ def test_execute_notebook_records_provenance(tmp_path):
 
 
 def test_stale_check_follows_the_prose_a_chapter_reads(fake_repo):
-    """Chapter 8 summarises chapters 1-7: editing their text makes its stored outputs stale."""
+    """Chapter 9 summarises chapters 1-7: editing their text makes its stored outputs stale."""
     root, path = fake_repo
     reader = root / "book" / "reader.ipynb"
     nb = nbformat.read(path, as_version=4)
@@ -186,3 +186,14 @@ def test_benchmark_runner_times_chapters_into_json(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert float(results["run time, 01_background"].split()[0]) > 0
     assert (REPO_ROOT / "book" / "01_background.ipynb").read_bytes() == committed  # ran on a copy
+
+
+def test_each_benchmark_run_is_shown_with_its_own_date_and_machine(tmp_path, monkeypatch):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({"run_at": "day one", "machine": "machine A", "results": {"speed": "1.5×"}}))
+    second.write_text(json.dumps({"run_at": "day two", "machine": "machine B", "results": {"ratio": "0.9×"}}))
+    monkeypatch.setattr(status, "BENCHMARKS", ((first, "bench_a.py"), (tmp_path / "missing.json", "x.py"), (second, "bench_b.py")))
+    page = status.render_status()
+    assert "From `bench_a.py`, run day one on machine A:" in page and "| speed | 1.5× |" in page
+    assert "From `bench_b.py`, run day two on machine B:" in page and "| ratio | 0.9× |" in page
+    assert "x.py" not in page

@@ -96,3 +96,15 @@ def test_scale_switch(monkeypatch):
     monkeypatch.setenv(env.SCALE_VARIABLE, "Reduced")
     with pytest.raises(SftbookError, match="is not a scale"):
         env.scale()
+
+
+def test_bf16_is_used_only_where_it_is_faster(monkeypatch):
+    cpu = torch.device("cpu")
+    assert env.bf16_speedup_cpu() > 0 and env.bf16_speedup_cpu() == env.bf16_speedup_cpu()  # measured once
+    monkeypatch.setattr(env, "has_bf16_instructions", lambda device: True)
+    monkeypatch.setattr(env, "bf16_speedup_cpu", lambda: 0.7)  # instructions, yet slower: this book's Intel CPU
+    assert env.bf16_pays_off(cpu) is False
+    monkeypatch.setattr(env, "bf16_speedup_cpu", lambda: 1.6)  # the AMD CPU of earlier runs
+    assert env.bf16_pays_off(cpu) is True
+    monkeypatch.setattr(env, "has_bf16_instructions", lambda device: False)
+    assert env.bf16_pays_off(cpu) is False and env.bf16_pays_off(torch.device("meta")) is False

@@ -77,8 +77,8 @@ def test_precision_settings():
     cpu, meta = torch.device("cpu"), torch.device("meta")
     assert finetuning.mixed_precision("fp32", cpu) == "no"
     assert finetuning.mixed_precision("bf16", cpu) == "bf16"
-    assert finetuning.mixed_precision("auto", cpu) == ("bf16" if env.native_bf16(cpu) else "no")
-    assert env.native_bf16(meta) is False and finetuning.mixed_precision("auto", meta) == "no"
+    assert finetuning.mixed_precision("auto", cpu) == ("bf16" if env.bf16_pays_off(cpu) else "no")
+    assert env.bf16_pays_off(meta) is False and finetuning.mixed_precision("auto", meta) == "no"
     with pytest.raises(SftbookError, match="precision must be one of auto, fp32, bf16"):
         finetuning.mixed_precision("half", cpu)
 

@@ -1,4 +1,4 @@
-"""Chapter 8's translation toy: the labels are exactly right, and the encoder–decoder really learns."""
+"""Chapter 9's translation toy: the labels are exactly right, and the encoder–decoder really learns."""
 
 import pytest
 import torch

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datasets
 import torch
-from transformers import BertConfig, BertModel
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sftbook.tokenization import train_wordpiece
 
@@ -31,3 +32,53 @@ def toy_dataset(n=8):
     labels = ([0] * len(BAD) + [1] * len(GOOD)) * (n // 8 or 1)
     split = datasets.Dataset.from_dict({"text": texts, "label": labels}, features=features)
     return datasets.DatasetDict({"train": split, "validation": split, "test": split})
+
+
+# SmolLM2-135M-Instruct's chat template, as its GGUF file stores it (tests need no model download)
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHAT_TEXTS = ["Translate 三百二十一 into English.", "three hundred twenty one", "Is this review positive or negative?", "positive", "negative"]
+
+
+def toy_chat_tokenizer():
+    """A byte-level BPE tokenizer with SmolLM2's special tokens and chat template, trained in a second."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(
+        CHAT_TEXTS * 5 + ["You are a helpful AI assistant named SmolLM, trained by Hugging Face", "system user assistant"], trainer
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>"
+    )
+    wrapped.chat_template = SMOLLM2_CHAT_TEMPLATE
+    return wrapped
+
+
+def toy_llama(tokenizer, layers: int = 2):
+    """A randomly initialised Llama of SmolLM2's shape family, small enough for a unit test."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    # embeddings (tied to the output layer) of unit scale: with the default 0.02 a frozen head caps every
+    # logit near zero and no LoRA update can make the toy model confident
+    torch.nn.init.normal_(model.model.embed_tokens.weight, std=1.0)
+    return model.eval()

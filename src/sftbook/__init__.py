@@ -21,9 +21,9 @@ FLOORS: dict[int, tuple[str, ...]] = {
     2: ("data", "tokenization", "batching", "metrics", "optimization", "landmarks", "notebooks", "applications"),
     3: ("ngram", "attention", "losses", "modeling"),  # what chapters 2, 5, 6 and 7 derive
     4: ("evaluation", "pretraining", "translation"),  # using encoders; training from scratch
-    5: ("finetuning", "retrieval"),  # supervised fine-tuning; sentence vectors at work
+    5: ("finetuning", "llm", "retrieval"),  # supervised fine-tuning of classifiers and of an LLM; sentence vectors
     6: ("zoo",),  # the book's models by name, trained once and cached
-    7: ("scaling",),  # chapter 9's study
+    7: ("scaling",),  # chapter 10's study
     8: ("book", "status", "plotting"),  # provenance and glue, the status page, figures
     9: ("cli",),
 }

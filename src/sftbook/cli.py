@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from sftbook import data, evaluation, finetuning, modeling, pretraining, zoo
+from sftbook import data, evaluation, finetuning, llm, modeling, pretraining, zoo
 from sftbook.book import execute_notebook, stale_output_problems
 from sftbook.errors import SftbookError
 from sftbook.notebooks import chapters
@@ -104,6 +104,41 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sft(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / llm.ADAPTER_CONFIG).is_file())):
+        raise SftbookError(f"{out} exists and is not a LoRA adapter; refusing to replace it. Choose a new folder.")
+    examples = llm.read_jsonl(Path(args.data))
+    model, tokenizer = llm.load_smollm2()
+    config = llm.SFTConfig(
+        **{k: v for k, v in {"steps": args.steps, "learning_rate": args.lr, "r": args.rank, "top_layers": args.layers}.items() if v is not None}
+    )
+    for prompt, answer in examples:  # every example checked before minutes of training, not after
+        llm.sft_features(tokenizer, prompt, answer, config.max_length)
+    result = llm.train_lora(model, tokenizer, examples, config)
+    llm.save_adapter(model, out)
+    summary = {
+        "out": str(out),
+        "examples": len(examples),
+        "steps": config.steps,
+        "seconds": round(result.seconds, 1),
+        "trainable_parameters": result.trainable_parameters,
+        "final_loss": result.history[-1]["loss"],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    if args.adapter:
+        llm.check_adapter(Path(args.adapter))  # before the model loads, not after
+    model, tokenizer = llm.load_smollm2()
+    if args.adapter:
+        llm.load_adapter(model, Path(args.adapter))
+    print(llm.generate(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sftbook", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts to label")
     predict.add_argument("--file", help="a UTF-8 text file with one text per line")
     predict.set_defaults(func=_predict)
+
+    sft = commands.add_parser("sft", help="instruction-tune SmolLM2-135M-Instruct with LoRA on a JSONL of prompt/answer pairs")
+    sft.add_argument("--data", required=True, help='a JSON-lines file, one {"prompt": ..., "answer": ...} per line')
+    sft.add_argument("--out", required=True, help="folder to save the LoRA adapter in")
+    sft.add_argument("--steps", type=int)
+    sft.add_argument("--lr", type=float)
+    sft.add_argument("--rank", type=int)
+    sft.add_argument("--layers", type=int, help="adapt the last LAYERS decoder layers")
+    sft.set_defaults(func=_sft)
+
+    chat = commands.add_parser("chat", help="answer a prompt with SmolLM2-135M-Instruct, with or without a LoRA adapter")
+    chat.add_argument("prompt")
+    chat.add_argument("--adapter", help="folder written by `sftbook sft`")
+    chat.add_argument("--max-new-tokens", type=int, default=64)
+    chat.set_defaults(func=_chat)
 
     data_cmd = commands.add_parser("data", help="print a dataset's splits and label counts")
     data_cmd.add_argument("name", choices=sorted(data.DATASETS))

@@ -244,7 +244,7 @@ REDUCED_CORPUS_SIZE = 3000
 
 
 def subsample(split, size: int, seed: int = 0):
-    """A stratified random subset of ``size`` examples of a labelled split (learning curves, chapter 10).
+    """A stratified random subset of ``size`` examples of a labelled split (learning curves, chapter 11).
 
     Each label keeps its share (rounded); the same ``(size, seed)`` gives the same subset everywhere.
     At the reduced scale, where splits are cut short, asking for more than a split holds returns all of it.

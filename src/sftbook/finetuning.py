@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from sftbook.batching import LengthGroupedBatchSampler, encode_texts, pad_batch
-from sftbook.env import native_bf16
+from sftbook.env import bf16_pays_off
 from sftbook.env import progress as progress_bar
 from sftbook.errors import SftbookError
 from sftbook.evaluation import predict_logits
@@ -37,7 +37,7 @@ class FineTuneConfig:
     clip_norm: float = 1.0
     max_length: int = 64
     seed: int = 0
-    # "auto": bf16 autocast where the device has bf16 hardware (env.native_bf16), else float32
+    # "auto": bf16 autocast where it makes training faster on this device (env.bf16_pays_off), else float32
     precision: str = "auto"
 
     def __post_init__(self) -> None:
@@ -64,7 +64,7 @@ def mixed_precision(precision: str, device: torch.device) -> str:
     """
     check_precision(precision)
     if precision == "auto":
-        return "bf16" if native_bf16(device) else "no"
+        return "bf16" if bf16_pays_off(device) else "no"
     return "bf16" if precision == "bf16" else "no"
 
 

@@ -39,7 +39,7 @@ def scores(predictions: Sequence[int], labels: Sequence[int], num_labels: int) -
 
 
 def per_class_scores(predictions: Sequence[int], labels: Sequence[int], label_names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support of every class (chapter 8's three-way sentiment)."""
+    """Precision, recall, F1 and support of every class (chapter 9's three-way sentiment)."""
     predictions, labels = _checked(predictions, labels, len(label_names))
     precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predictions, labels=list(range(len(label_names))), zero_division=0)
     return {

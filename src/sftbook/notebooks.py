@@ -1,6 +1,6 @@
 """Reading the book's stored chapters: where they are, in which order, and the values they glued.
 
-Chapter 8 reads the book's own prose, and the status page reads every chapter's results; both go
+Chapter 9 reads the book's own prose, and the status page reads every chapter's results; both go
 through here, so the chapters are read one way only.
 """
 

@@ -87,7 +87,7 @@ def _log_axes(ax: Axes, xlabel: str, ylabel: str, logx: bool) -> None:
 
 
 def confusion_plot(matrix, label_names: Sequence[str], title: str = "", ax: Axes | None = None) -> Axes:
-    """``matrix[true, predicted]`` as a heat map with the counts written in (chapters 4 and 8)."""
+    """``matrix[true, predicted]`` as a heat map with the counts written in (chapters 4 and 9)."""
     matrix = np.asarray(matrix)
     if matrix.shape != (len(label_names), len(label_names)):
         raise SftbookError(f"A {matrix.shape} matrix does not match {len(label_names)} label names; pass one name per class.")

