@@ -25,10 +25,19 @@ def data_copy(tmp_path, monkeypatch) -> Path:
     return target
 
 
-@pytest.fixture(autouse=True)
-def full_scale(monkeypatch):
-    """Unit tests check the real data and defaults; only the chapters run at `make test`'s reduced scale."""
-    monkeypatch.setenv("SFTBOOK_SCALE", "full")
+@pytest.fixture(autouse=True, scope="module")
+def full_scale():
+    """Unit tests check the real data and defaults; only the chapters run at `make test`'s reduced scale.
+
+    Module-scoped, so it is in force before a test module's own module-scoped fixtures are built; the
+    chapters (nbval items, outside tests/) never see it."""
+    before = os.environ.get(SCALE_VARIABLE)
+    os.environ[SCALE_VARIABLE] = "full"
+    yield
+    if before is None:
+        os.environ.pop(SCALE_VARIABLE, None)
+    else:
+        os.environ[SCALE_VARIABLE] = before
 
 
 def pytest_collection_modifyitems(config, items):
