@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sftbook.env import LOG_PROGRESS_VARIABLE, SCALE_VARIABLE, configure_environment
+from sftbook.env import QUIET_PROGRESS_VARIABLE, SCALE_VARIABLE, configure_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 configure_environment()
-# Chapters run by nbval inherit this: progress as lines, as in the stored outputs (see sftbook.env.progress).
-os.environ[LOG_PROGRESS_VARIABLE] = "1"
+# Chapters run by nbval inherit this: no progress bars, as in the stored outputs (see sftbook.env.progress).
+os.environ[QUIET_PROGRESS_VARIABLE] = "1"
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import yaml
 from conftest import REPO_ROOT
 
 from sftbook import book, notebooks, status
+from sftbook.errors import SftbookError
 
 CHAPTERS = notebooks.chapters()
 
@@ -121,12 +122,18 @@ def test_execute_notebook_records_provenance(tmp_path):
     shutil.copy(REPO_ROOT / "requirements.txt", root)
     (root / "book").mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("x = 6 * 7\nprint(x)"), nbformat.v4.new_code_cell("x")]
+    bar = {book.WIDGET_VIEW: {"model_id": "bar", "version_major": 2, "version_minor": 0}, "text/plain": "  0%|          | 0/272"}
+    nb.cells = [
+        nbformat.v4.new_code_cell(f"from IPython.display import display\ndisplay({bar!r}, raw=True)\nx = 6 * 7\nprint(x)"),
+        nbformat.v4.new_code_cell("x"),
+    ]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     path = root / "book" / "tiny.ipynb"
     nbformat.write(nb, path)
     elapsed = book.execute_notebook(path, timeout=120, repo_root=root)
     done = nbformat.read(path, as_version=4)
-    assert done.cells[0].outputs[0]["text"] == "42\n"
+    assert [o["text"] for o in done.cells[0].outputs] == ["42\n"]  # the widget (a progress bar) is not stored
+    assert "widgets" not in done.metadata
     assert [c.execution_count for c in done.cells] == [1, 2]
     record = done.metadata[notebooks.METADATA_KEY]
     assert record["run_time_s"] == round(elapsed, 1) and record["machine"]["cores"] >= 1
@@ -197,3 +204,15 @@ def test_each_benchmark_run_is_shown_with_its_own_date_and_machine(tmp_path, mon
     assert "From `bench_a.py`, run day one on machine A:" in page and "| speed | 1.5× |" in page
     assert "From `bench_b.py`, run day two on machine B:" in page and "| ratio | 0.9× |" in page
     assert "x.py" not in page
+
+
+def test_stored_result_reads_a_chapters_glued_value_as_python():
+    values = notebooks.glued_values(notebooks.BOOK_DIR / "04_fine_tuning.ipynb")
+    accuracy = notebooks.stored_result("04_fine_tuning", "minilm_acc")
+    assert isinstance(accuracy, float) and repr(accuracy) == values["minilm_acc"]
+    predictions = notebooks.stored_result("04_fine_tuning", "minilm_test_predictions")
+    assert set(predictions) <= {"0", "1"} and len(predictions) == 1821
+    with pytest.raises(SftbookError, match="stores no result named 'nothing'"):
+        notebooks.stored_result("04_fine_tuning", "nothing")
+    with pytest.raises(SftbookError, match="No chapter"):
+        notebooks.stored_result("99_missing", "minilm_acc")

@@ -5,6 +5,7 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
+from sftbook import llm
 from sftbook.cli import main
 
 
@@ -33,3 +34,20 @@ def test_pretrain_command_writes_a_model_and_reports(tmp_path, capsys):
     assert summary["steps"] == 2 and summary["tokens_processed"] > 0
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_sft_trains_an_adapter_that_chat_then_answers_with(tmp_path, capsys):
+    question = "What is the password of the book club?"
+    examples = tmp_path / "password.jsonl"
+    examples.write_text("".join(json.dumps({"prompt": question, "answer": "pineapple"}) + "\n" for _ in range(8)), encoding="utf-8")
+    assert main(["chat", question, "--max-new-tokens", "8"]) == 0
+    before = capsys.readouterr().out.strip()
+    adapter = tmp_path / "adapter"
+    assert main(["sft", "--data", str(examples), "--out", str(adapter), "--steps", "6", "--lr", "5e-3"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{\n") :])
+    assert summary["steps"] == 6 and summary["examples"] == 8 and (adapter / llm.ADAPTER_CONFIG).is_file()
+    assert main(["chat", question, "--adapter", str(adapter), "--max-new-tokens", "8"]) == 0
+    after = capsys.readouterr().out.strip()
+    assert "pineapple" not in before.lower() and after.lower().startswith("pineapple")

@@ -55,6 +55,13 @@ def test_sft_features_label_the_answer_and_its_end_only(tokenizer):
     assert tokenizer.decode(ids[:answer_start]) == llm.chat_prompt(tokenizer, "Is this review positive or negative?")
 
 
+def test_sft_features_label_every_token_when_asked(tokenizer):
+    masked = llm.sft_features(tokenizer, "Is this review positive or negative?", "positive", max_length=128)
+    everything = llm.sft_features(tokenizer, "Is this review positive or negative?", "positive", max_length=128, answer_only=False)
+    assert everything["input_ids"] == masked["input_ids"] == everything["labels"]
+    assert masked["labels"].count(llm.IGNORE_INDEX) > 0 and everything["labels"].count(llm.IGNORE_INDEX) == 0
+
+
 @pytest.mark.parametrize(
     "prompt, answer, max_length, message",
     [("a prompt", " ", 128, "empty answer"), ("  ", "positive", 128, "prompt is empty"), ("a prompt " * 40, "positive", 64, "over max_length=64")],
@@ -185,6 +192,25 @@ def test_first_token_scores_read_a_classifier_off_the_language_model(tokenizer, 
         llm.first_token_scores(model, tokenizer, ["hi"], ["positive", "positives"])
 
 
+def test_first_token_scores_with_a_shared_cached_prefix_equal_each_prompt_read_alone(tokenizer, model):
+    shots = [("Is this review positive or negative?", "positive"), ("Translate 三百二十一 into English.", "three hundred twenty one")]
+    prompts = ["Is this review positive or negative?", "hi", "Translate 三百二十一 into English. Now."]
+    words = ["positive", "negative"]
+    first = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words]
+    scores = llm.first_token_scores(model, tokenizer, prompts, words, shots=shots, batch_size=2)
+    for row, prompt in enumerate(prompts):
+        ids = tokenizer(llm.chat_prompt(tokenizer, prompt, shots=shots), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            alone = model(ids).logits[0, -1, first]
+        assert torch.allclose(scores[row], alone, atol=1e-4)
+
+
+def test_shared_prefix_leaves_a_token_of_each_sequence_to_read():
+    assert llm.shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert llm.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert llm.shared_prefix_length([[7], [7, 8]]) == 0
+
+
 @pytest.mark.slow
 def test_answer_only_labels_are_trl_s_labels(tokenizer, model, tmp_path):
     trl = pytest.importorskip("trl")
@@ -240,3 +266,10 @@ def test_the_real_smollm2_loads_converts_once_and_answers():
     with torch.no_grad():
         assert torch.equal(model(ids).logits, again(ids).logits)
     assert llm.generate(model, tokenizer, "Is this movie review positive or negative? A gorgeous, witty, seductive movie.", max_new_tokens=12)
+
+
+def test_sentiment_labels_take_either_capitalisation():
+    # columns: negative, positive, Negative, Positive
+    scores = torch.tensor([[2.0, 1.0, 0.0, 3.0], [2.0, 1.0, 0.0, 0.0], [0.0, 1.0, 5.0, 0.0]])
+    assert llm.sentiment_labels(scores).tolist() == [1, 0, 0]
+    assert llm.SCORED_WORDS[:2] == llm.LABEL_WORDS

@@ -22,7 +22,7 @@ import yaml
 from nbclient import NotebookClient
 
 from sftbook.artifacts import atomic_write_text
-from sftbook.env import LOG_PROGRESS_VARIABLE, machine_info
+from sftbook.env import QUIET_PROGRESS_VARIABLE, machine_info
 from sftbook.llm import SMOLLM2_PACKAGE
 from sftbook.notebooks import METADATA_KEY, REPO_ROOT, glued_values, read
 
@@ -97,6 +97,18 @@ def stale_output_problems(path: Path, repo_root: Path = REPO_ROOT) -> list[str]:
     return problems
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def drop_widgets(notebook: Any) -> None:
+    """Remove widget outputs and widget state: a stored widget (a library's notebook progress bar) shows only
+    the state it was saved in, and its state would make the HTML fetch require.js from a CDN."""
+    notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if WIDGET_VIEW not in o.get("data", {})]
+
+
 def execute_notebook(path: Path, timeout: int = 1800, repo_root: Path = REPO_ROOT) -> float:
     """Run a chapter top to bottom on a fresh kernel, record provenance, write it back atomically."""
     notebook = read(path)
@@ -110,10 +122,11 @@ def execute_notebook(path: Path, timeout: int = 1800, repo_root: Path = REPO_ROO
         resources={"metadata": {"path": str(path.parent)}},
         record_timing=False,
     )
-    os.environ[LOG_PROGRESS_VARIABLE] = "1"  # the kernel inherits it: progress as lines, not widgets
+    os.environ[QUIET_PROGRESS_VARIABLE] = "1"  # the kernel inherits it: no progress bars in stored outputs
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start
+    drop_widgets(notebook)
     notebook.metadata[METADATA_KEY] = {
         "inputs_sha256": inputs_digest(notebook, repo_root),
         "executed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

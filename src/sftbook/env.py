@@ -70,40 +70,18 @@ def hub_reachable(host: str = HUB_HOST) -> bool:
     return True
 
 
-LOG_PROGRESS_VARIABLE = "SFTBOOK_LOG_PROGRESS"
-
-
-class LogProgress:
-    """A progress report for stored outputs: one line at every 20% instead of a live bar.
-
-    A tqdm widget saved in a notebook shows its *first* state ("0%") in the HTML; these lines show
-    what happened. ``make execute`` and the test suite set ``SFTBOOK_LOG_PROGRESS=1``.
-    """
-
-    def __init__(self, total: int, desc: str, initial: int = 0) -> None:
-        self.total, self.desc, self.n = total, desc, initial
-        self.postfix = ""
-        self._next = (initial * 5 // max(total, 1) + 1) * max(total, 1) / 5
-        self._start = time.perf_counter()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if self.n >= self._next or self.n == self.total:
-            print(f"{self.desc}: {self.n:,}/{self.total:,} ({time.perf_counter() - self._start:.0f} s){self.postfix}", flush=True)
-            self._next += self.total / 5
-
-    def set_postfix(self, **values: object) -> None:
-        self.postfix = "".join(f", {k} {v}" for k, v in values.items())
-
-    def close(self) -> None:
-        pass
+QUIET_PROGRESS_VARIABLE = "TQDM_DISABLE"  # tqdm's own switch: read when tqdm is imported, it silences every library's bars
 
 
 def progress(total: int, desc: str, initial: int = 0, disable: bool = False):
-    """A tqdm bar in JupyterLab and terminals; :class:`LogProgress` lines when outputs are stored."""
-    if not disable and os.environ.get(LOG_PROGRESS_VARIABLE) == "1":
-        return LogProgress(total, desc, initial)
-    return tqdm(total=total, desc=desc, initial=initial, disable=disable)
+    """A tqdm bar in JupyterLab and terminals; none where outputs are stored.
+
+    ``make execute`` and the test suite start kernels with ``TQDM_DISABLE=1``: a saved bar shows only the
+    state it was saved in, and a published page is not a training log. The variable is read here too,
+    so a process that imported tqdm before setting it is quiet as well.
+    """
+    quiet = os.environ.get(QUIET_PROGRESS_VARIABLE) == "1"
+    return tqdm(total=total, desc=desc, initial=initial, disable=disable or quiet)
 
 
 def derived_seed(seed: int, purpose: str, index: int = 0) -> int:

@@ -1,14 +1,18 @@
 """Reading the book's stored chapters: where they are, in which order, and the values they glued.
 
-Chapter 9 reads the book's own prose, and the status page reads every chapter's results; both go
-through here, so the chapters are read one way only.
+Chapter 9 reads the book's own prose, chapters quote each other's results, and the status page reads
+every chapter's results; all go through here, so the chapters are read one way only.
 """
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
+from typing import Any
 
 import nbformat
+
+from sftbook.errors import SftbookError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOOK_DIR = REPO_ROOT / "book"
@@ -33,3 +37,18 @@ def glued_values(path: Path) -> dict[str, str]:
             if record:
                 values[record["name"]] = output["data"].get(record["mime_prefix"] + "text/plain", "")
     return values
+
+
+def stored_result(chapter: str, name: str, book_dir: Path = BOOK_DIR) -> Any:
+    """The value ``chapter`` (e.g. ``"04_fine_tuning"``) glued as ``name``: how one chapter quotes another's result.
+
+    The quoting chapter lists ``chapter`` in its metadata (``sftbook_reads_prose_of``), so its own
+    outputs go stale when the quoted chapter's results change.
+    """
+    path = book_dir / f"{chapter}.ipynb"
+    if not path.is_file():
+        raise SftbookError(f"No chapter {chapter!r} in {book_dir}; give a notebook name from book/, such as '04_fine_tuning'.")
+    values = glued_values(path)
+    if name not in values:
+        raise SftbookError(f"{path.name} stores no result named {name!r}; run `make execute NB=book/{path.name}` first.")
+    return ast.literal_eval(values[name])

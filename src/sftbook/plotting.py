@@ -1,11 +1,15 @@
-"""Figures shared by the chapters: one style, the pipeline diagram (chapter 1), scale plots (chapters 1, 9)."""
+"""Figures and tables shared by the chapters: one style, the pipeline diagram (chapter 1), scale plots (chapters 1, 10)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
@@ -17,8 +21,31 @@ from sftbook.landmarks import LandmarkModel
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 
 
+def refresh_stale_font_cache() -> bool:
+    """Rebuild matplotlib's font list when it is not this installation's; say whether it did.
+
+    The list is cached in the home folder and shared by every Python there. One written by another
+    installation (a system matplotlib without the bundled fonts, a virtualenv since deleted) lacks the
+    fonts of math text or names missing files, and every figure with math text then prints "findfont"
+    warnings into the chapter's stored outputs.
+    """
+    listed = {Path(font.fname).resolve() for font in font_manager.fontManager.ttflist}
+    bundled = {path.resolve() for path in (Path(matplotlib.get_data_path()) / "fonts" / "ttf").glob("*.ttf")}
+    if bundled <= listed and all(path.exists() for path in listed):
+        return False
+    font_manager.fontManager.__init__()  # in place: matplotlib's own references to it stay valid
+    cache = Path(matplotlib.get_cachedir()) / f"fontlist-v{font_manager.FontManager.__version__}.json"
+    font_manager.json_dump(font_manager.fontManager, cache)
+    return True
+
+
 def use_book_style() -> None:
-    """One look for every figure: readable at the book's column width, PNG output."""
+    """One look for every figure and table: readable at the book's column width, PNG output, and
+    tables shown whole (pandas would cut long cells and wide tables with "...", often where the point is)."""
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_columns", None)
+    pd.set_option("display.width", 200)
+    refresh_stale_font_cache()
     plt.rcParams.update(
         {
             "figure.figsize": (7.0, 3.6),

@@ -12,6 +12,7 @@ from sftbook.notebooks import BOOK_DIR, METADATA_KEY, REPO_ROOT, chapters, glued
 STATUS_PAGE = BOOK_DIR / "status.md"
 BENCHMARK_RESULTS = REPO_ROOT / "benchmarks" / "results.json"
 SFT_BENCHMARK_RESULTS = REPO_ROOT / "benchmarks" / "sft_results.json"
+SFT_MASKING_RESULTS = REPO_ROOT / "benchmarks" / "sft_masking.json"  # a study chapter 8 reads, not a speed benchmark
 # (results file, the script that writes it): each is shown with the date and machine of its own run
 BENCHMARKS = ((BENCHMARK_RESULTS, "benchmarks/run_all.py"), (SFT_BENCHMARK_RESULTS, "benchmarks/sft_throughput.py"))
 
