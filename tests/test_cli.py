@@ -30,7 +30,7 @@ def test_module_entry_point_rejects_unknown_dataset():
 def test_pretrain_command_writes_a_model_and_reports(tmp_path, capsys):
     assert main(["pretrain", "--steps", "2", "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    summary = json.loads(out[out.index("{\n") :])  # progress lines come first
+    summary = json.loads(out[out.index("{\n") :])  # the summary is the JSON after any messages
     assert summary["steps"] == 2 and summary["tokens_processed"] > 0
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "tokenizer.json").is_file()
