@@ -12,6 +12,7 @@ import yaml
 from conftest import REPO_ROOT
 
 from sftbook import book, notebooks, status
+from sftbook.book import count_and_share
 from sftbook.errors import SftbookError
 
 CHAPTERS = notebooks.chapters()
@@ -216,3 +217,12 @@ def test_stored_result_reads_a_chapters_glued_value_as_python():
         notebooks.stored_result("04_fine_tuning", "nothing")
     with pytest.raises(SftbookError, match="No chapter"):
         notebooks.stored_result("99_missing", "minilm_acc")
+
+
+def test_a_share_is_never_rounded_to_all_or_nothing():
+    assert count_and_share(1999, 2000) == "1,999 of 2,000 (99.95%)"
+    assert count_and_share(2000, 2000) == "2,000 of 2,000 (100.0%)"
+    assert count_and_share(1, 100_000) == "1 of 100,000 (0.001%)"
+    assert count_and_share(173, 200) == "173 of 200 (86.5%)"
+    with pytest.raises(SftbookError, match="pass counts"):
+        count_and_share(3, 2)

@@ -173,3 +173,12 @@ def test_reduced_scale_cuts_every_split_to_a_fixed_stratified_subset(monkeypatch
     assert len(data.load_corpus("mr")) == data.REDUCED_CORPUS_SIZE
     monkeypatch.setenv("SFTBOOK_SCALE", "full")
     assert len(data.load_corpus("mr")) > data.REDUCED_CORPUS_SIZE
+
+
+def test_book_questions_are_checked_and_a_bad_line_names_the_fix(data_copy):
+    questions = data.book_questions()
+    assert all(q.question.endswith("?") and q.answer and q.chapter[:2].isdigit() for q in questions)
+    good = b'{"question": "Why?", "answer": "because", "chapter": "01_background"}\n'
+    _rewrite_with_checksum(data_copy, data.BOOK_QA_FILE, good + b'{"question": "no answer"}\n')
+    with pytest.raises(DataFileError, match=r"book_qa\.jsonl: line 2 .*git checkout"):
+        data.book_questions()

@@ -8,7 +8,8 @@ import pytest
 import torch
 from toys import SMOLLM2_CHAT_TEMPLATE, toy_chat_tokenizer, toy_llama
 
-from sftbook import llm
+from sftbook import llm, zoo
+from sftbook.env import SCALE_VARIABLE
 from sftbook.errors import HubUnavailableError, SftbookError
 
 
@@ -273,3 +274,39 @@ def test_sentiment_labels_take_either_capitalisation():
     scores = torch.tensor([[2.0, 1.0, 0.0, 3.0], [2.0, 1.0, 0.0, 0.0], [0.0, 1.0, 5.0, 0.0]])
     assert llm.sentiment_labels(scores).tolist() == [1, 0, 0]
     assert llm.SCORED_WORDS[:2] == llm.LABEL_WORDS
+
+
+def test_question_prompt_numbers_the_passages_and_refuses_an_empty_question():
+    closed = llm.question_prompt("What is LoRA?")
+    assert "Passage" not in closed and closed.endswith("Question: What is LoRA?")
+    with_passages = llm.question_prompt("What is LoRA?", ["First passage.", "Second passage."])
+    assert "Passage 1: First passage.\n\nPassage 2: Second passage." in with_passages
+    with pytest.raises(SftbookError, match="question is empty"):
+        llm.question_prompt("  ")
+
+
+def test_instruction_data_records_every_number_it_trains_on():
+    tasks = llm.instruction_data(sentiment_train=4, numeral_train=20, sentiment_test=4, numeral_test=5)
+    trained = {en for prompt, en in tasks.train if prompt.startswith(llm.NUMERAL_PROMPT.split("{")[0])}
+    assert len(tasks.numbers_seen) == 24 and len(trained) == 20
+    held_out = {en for _, en in tasks.numeral_test}
+    assert held_out.isdisjoint(trained)
+
+
+def test_the_sft_adapter_is_cached_with_its_history_and_reused(tokenizer, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
+    monkeypatch.setenv(SCALE_VARIABLE, "reduced")  # the reduced instruction data: seconds with the toy model
+    config = llm.SFTConfig(steps=2, batch_size=2, top_layers=1, r=2, max_length=512)  # the toy tokenizer spells reviews out long
+    with pytest.raises(SftbookError, match="08_instruction_tuning"):
+        zoo.instruction_tuned_smollm2(toy_llama(tokenizer), tokenizer, config, build=False)
+    trained_model = toy_llama(tokenizer)
+    trained = zoo.instruction_tuned_smollm2(trained_model, tokenizer, config)
+    assert "instruction tuning it now" in capsys.readouterr().out
+    assert [row["step"] for row in trained.history if "numeral exact match" in row] == [0, 1, 2]
+    loaded_model = toy_llama(tokenizer)
+    loaded = zoo.instruction_tuned_smollm2(loaded_model, tokenizer, config)
+    assert "instruction tuning it now" not in capsys.readouterr().out
+    assert loaded.history == trained.history and loaded.trainable_parameters == trained.trainable_parameters
+    ids = tokenizer(llm.chat_prompt(tokenizer, "Write this Chinese number in English words: 十二"), return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(trained_model(ids).logits, loaded_model(ids).logits)

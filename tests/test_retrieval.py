@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from sftbook import applications, retrieval
+from sftbook import applications, data, retrieval
 from sftbook.errors import SftbookError, UnknownNameError
 
 
@@ -89,3 +89,60 @@ def test_applications_registry():
     assert "cross-attention" in applications.application("translation").head
     with pytest.raises(UnknownNameError, match="choose one of: question-answering, sentiment"):
         applications.application("chatbot")
+
+
+def test_cleaning_keeps_glued_decimals_at_a_line_start_and_drops_list_markers():
+    text = "falls to an entropy of\n{glue:text}`entropy:.2f` nats.\n1. first item\n- second item\n{glue:text}`share:.1f`% of them"
+    cleaned = retrieval.clean_markdown(text, {"entropy": "0.1102", "share": "50.12"})
+    assert "entropy of 0.11 nats" in cleaned and "50.1% of them" in cleaned
+    assert "first item second item" in cleaned and "1." not in cleaned.split("first")[0]
+
+
+def test_cleaning_writes_inline_latex_as_plain_text():
+    cleaned = retrieval.clean_markdown(r"divide by $\sqrt{d_k}$, set to $-\infty$, $\frac{\exp(s_{ij})}{Z_i}$ and $\theta \leftarrow \theta$")
+    assert "√d_k" in cleaned and "-∞" in cleaned and "(exp(s_ij))/(Z_i)" in cleaned and "θ ← θ" in cleaned
+    assert "\\" not in cleaned and "{" not in cleaned
+
+
+def test_cleaning_removes_citation_runs_and_names_textual_citations():
+    names = {"devlin2019bert": "Devlin et al. (2019)"}
+    text = "Sources: {cite:p}`a`, {cite:p}`b`, {cite:p}`c`. As {cite:t}`devlin2019bert` showed, BERT works {cite:p}`devlin2019bert`."
+    assert retrieval.clean_markdown(text, cited=names) == "Sources:. As Devlin et al. (2019) showed, BERT works."
+
+
+def test_bibliography_names_one_author_and_several():
+    names = retrieval.bibliography_names(retrieval.BOOK_DIR / "references.bib")
+    assert names["kim2014cnn"] == "Kim (2014)" and names["devlin2019bert"] == "Devlin et al. (2019)"
+
+
+def test_sections_keep_headings_out_of_the_prose():
+    sections = retrieval.book_sections(["05_attention"])
+    assert any(s.heading.startswith("Why divide by √d_k") for s in sections)
+    assert all(not p.startswith(s.heading) for s in sections for p in s.paragraphs if s.heading)
+    documents = retrieval.book_documents(["05_attention"])["05_attention"]
+    assert len(documents) == sum(len(s.paragraphs) for s in sections)
+
+
+def test_every_book_question_is_answered_by_a_span_of_its_chapter():
+    questions = data.book_questions()
+    assert len(questions) >= 30 and len({q.question for q in questions}) == len(questions)
+    chapters = sorted({q.chapter for q in questions})
+    documents = retrieval.book_documents(chapters)
+    missing = [q.answer for q in questions if not any(retrieval.contains_answer(p, q.answer) for p in documents[q.chapter])]
+    assert missing == []
+
+
+def test_answers_are_compared_after_squad_normalisation():
+    assert retrieval.normalize_answer("The  Pooler output!") == "pooler output"
+    assert retrieval.contains_answer("It uses the pooler output, as printed.", "pooler output")
+    assert not retrieval.contains_answer("a poolers output", "pooler output")  # whole words only
+    assert retrieval.contains_answer("Scores go to -∞ first.", "-∞")
+
+
+def test_support_and_invented_numbers_of_a_summary():
+    source = "The model reached 88.2% after 3 epochs on 6,920 sentences."
+    assert retrieval.content_word_support("model reached 88.2% after epochs", source) == 1.0
+    assert retrieval.content_word_support("model failed badly", source) == pytest.approx(1 / 3)
+    assert retrieval.unsupported_numbers("It reached 91.5% after 3 epochs on 6,920 sentences.", source) == ["91.5"]
+    with pytest.raises(SftbookError, match="no content words"):
+        retrieval.content_word_support("the and of", source)

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from sftbook import tokenization
@@ -79,3 +82,14 @@ def test_stats_reject_empty_inputs(wordpiece):
 def test_wordpiece_stats_count_unknown_characters(wordpiece):
     stats = tokenization.wordpiece_stats(wordpiece, ["good €"])
     assert stats.unknown_rate == 0.5 and stats.mean_tokens == 2.0
+
+
+def test_wordpiece_ids_are_the_same_in_every_process():
+    # the trainer numbers its entries in hash order, which changes per process: only fresh processes show it
+    script = (
+        "from sftbook import data, tokenization\n"
+        "tok = tokenization.train_wordpiece(data.load('sst2')['train']['text'], vocab_size=4000)\n"
+        "print(sorted(tok.get_vocab().items(), key=lambda kv: kv[1]))"
+    )
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1] and runs[0].startswith("[('[PAD]', 0), ('[UNK]', 1), ('[CLS]', 2), ('[SEP]', 3), ('[MASK]', 4)")

@@ -10,40 +10,45 @@ from sftbook.errors import UnknownNameError
 @dataclass(frozen=True)
 class Application:
     title: str
-    head: str  # what sits on top of the encoder
+    models: str  # which pretrained model does the work, and whether it was fine-tuned here
+    head: str  # what sits on top of the pretrained network
     why: str  # why that head fits the task
-    runs_with: str  # the sftbook helper chapter 9 uses
+    runs_with: str  # the sftbook helpers chapter 9 uses
     metric: str
 
 
 APPLICATIONS: dict[str, Application] = {
     "sentiment": Application(
         "Sentiment analysis (negative / neutral / positive)",
+        "MiniLM, pretrained, fine-tuned here on SST-3's labels",
         "mean-pooled sentence vector → dropout → linear layer with 3 outputs → softmax",
         "one label per sentence: a sentence-level vector and one score per class suffice",
         "zoo.finetuned_classifier('minilm', 'sst3')",
         "accuracy, per-class precision and recall",
     ),
     "translation": Application(
-        "Machine translation (Chinese → English)",
-        "a decoder with cross-attention to the encoder, and a softmax over the target vocabulary at every step",
+        "Machine translation (Chinese → English numerals)",
+        "an encoder–decoder trained from scratch here (no pretraining); SmolLM2, pretrained, after chapter 8's LoRA SFT",
+        "a decoder with cross-attention to the encoder and a softmax over the target vocabulary; the LLM's own next-token head",
         "the output is a new sequence of another length: it is generated word by word, each conditioned on the source",
-        "translation.train_translator",
-        "exact match on held-out items",
+        "translation.train_translator; zoo.instruction_tuned_smollm2",
+        "exact match on held-out numbers",
     ),
     "summarization": Application(
-        "Summarization (extractive)",
-        "no trained head: mean-pooled sentence vectors, ranked by similarity to the document's centroid",
-        "an extractive summary selects existing sentences; a sentence encoder already says which are central",
-        "retrieval.centroid_summary",
-        "content-word recall (ROUGE-1) of the document against the lead-k baseline",
+        "Summarization (extractive and abstractive)",
+        "MiniLM sentence vectors, not fine-tuned here; SmolLM2-Instruct as released (instruction-tuned by its makers)",
+        "extractive: no trained head, sentences ranked by similarity to the centroid; abstractive: the LLM writes",
+        "an extract can only select sentences; a generator can compress and rephrase — and can invent",
+        "retrieval.centroid_summary; llm.generate",
+        "coverage of the source's content words, support of the summary's words and numbers in the source",
     ),
     "question-answering": Application(
-        "Question answering (question type + retrieval)",
-        "a 6-way classifier head for the answer type; cosine similarity between question and passage vectors for retrieval",
-        "knowing the expected answer type narrows the search; retrieval finds the passages that hold the answer",
-        "zoo.finetuned_classifier('minilm', 'trec') and retrieval.PassageIndex",
-        "TREC-6 test accuracy; passages returned with scores",
+        "Question answering over the book (retrieval-augmented generation)",
+        "router: MiniLM fine-tuned here on TREC; retriever: MiniLM as released; reader: SmolLM2-Instruct as released",
+        "a 6-way question-type head; cosine similarity of question and passage vectors; the LLM reads the passages and answers",
+        "retrieval finds the passages that hold the answer; the reader turns them into an answer",
+        "zoo.finetuned_classifier('minilm', 'trec'); retrieval.PassageIndex; llm.question_prompt",
+        "retrieval hit@1 and hit@3; answer exact match and containment, with and without retrieval",
     ),
 }
 

@@ -23,6 +23,7 @@ from nbclient import NotebookClient
 
 from sftbook.artifacts import atomic_write_text
 from sftbook.env import QUIET_PROGRESS_VARIABLE, machine_info
+from sftbook.errors import SftbookError
 from sftbook.llm import SMOLLM2_PACKAGE
 from sftbook.notebooks import METADATA_KEY, REPO_ROOT, glued_values, read
 
@@ -155,3 +156,14 @@ def glue(name: str, value: Any, display: bool = False) -> None:
             show(value)
         return
     myst_glue(name, value, display=display)
+
+
+def count_and_share(count: int, total: int, decimals: int = 1) -> str:
+    """``"1,999 of 2,000 (99.95%)"``: the share with as many decimals as it takes never to show 100% (or 0%)
+    for what is not all (or none) — rounding must not turn one mistake into a perfect score."""
+    if not 0 <= count <= total or total < 1:
+        raise SftbookError(f"A share needs 0 ≤ count ≤ total and total ≥ 1, got {count} of {total}; pass counts, not rates.")
+    share = 100 * count / total
+    while 0 < count < total and f"{share:.{decimals}f}" in (f"{100:.{decimals}f}", f"{0:.{decimals}f}"):
+        decimals += 1
+    return f"{count:,} of {total:,} ({share:.{decimals}f}%)"

@@ -9,6 +9,7 @@ stratified subset of at most :data:`REDUCED_SPLIT_SIZES` sentences.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -276,3 +277,31 @@ def read_texts(path: Path) -> list[str]:
     if not texts:
         raise DataFileError(f"{path} has no text in it; put one text per line.")
     return texts
+
+
+# ----------------------------------------------------------------------------- questions about the book
+
+
+BOOK_QA_FILE = "book_qa.jsonl"
+
+
+@dataclass(frozen=True)
+class BookQuestion:
+    question: str
+    answer: str  # a span of the chapter's prose, as retrieval.book_documents renders it
+    chapter: str  # where the answer is, e.g. "05_attention"
+
+
+def book_questions(directory: Path | None = None) -> list[BookQuestion]:
+    """The questions about chapters 1–7 that chapter 9 answers by retrieval and generation (see the data card)."""
+    questions = []
+    for number, line in enumerate(read_lines(BOOK_QA_FILE, directory), start=1):
+        try:
+            row = json.loads(line)
+            questions.append(BookQuestion(row["question"], row["answer"], row["chapter"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataFileError(
+                f'{BOOK_QA_FILE}: line {number} is not {{"question": ..., "answer": ..., "chapter": ...}}; '
+                f"restore it with `git checkout -- data/{BOOK_QA_FILE}`."
+            ) from None
+    return questions

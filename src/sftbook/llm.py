@@ -241,11 +241,14 @@ def add_lora(
     return wrapped
 
 
-def _in_layers(name: str, layers: Sequence[int] | None) -> bool:
+def _layer_index(name: str) -> int | None:
+    """The decoder layer a module belongs to (``model.layers.12.self_attn.q_proj`` → 12), or None."""
     parts = name.split(".")
-    if layers is None:
-        return True
-    return "layers" in parts and int(parts[parts.index("layers") + 1]) in set(layers)
+    return int(parts[parts.index("layers") + 1]) if "layers" in parts else None
+
+
+def _in_layers(name: str, layers: Sequence[int] | None) -> bool:
+    return layers is None or _layer_index(name) in set(layers)
 
 
 def lora_modules(model) -> dict[str, LoRALinear]:
@@ -266,7 +269,7 @@ def save_adapter(model, folder: Path) -> Path:
     if not modules:
         raise SftbookError("The model has no LoRA layers to save; call add_lora first.")
     first = next(iter(modules.values()))
-    layers = sorted({int(n.split(".")[n.split(".").index("layers") + 1]) for n in modules if "layers" in n.split(".")})
+    layers = sorted({_layer_index(n) for n in modules} - {None})
     config = {"r": first.r, "alpha": first.alpha, "targets": sorted({n.rpartition(".")[2] for n in modules}), "layers": layers}
     tensors = {f"{name}.{part}": getattr(module, part).detach().contiguous() for name, module in modules.items() for part in ("lora_A", "lora_B")}
     with atomic_directory(Path(folder)) as tmp:
@@ -405,6 +408,20 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 32, system: st
     return tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
+QUESTION_PROMPT = "Answer the question in a few words.\n\nQuestion: {question}"
+PASSAGES_PROMPT = "Answer the question in a few words, using the passages below.\n\n{passages}\n\nQuestion: {question}"
+
+
+def question_prompt(question: str, passages: Sequence[str] = ()) -> str:
+    """The prompt for a question: on its own (closed book), or after numbered ``passages`` (retrieval-augmented)."""
+    if not isinstance(question, str) or not question.strip():
+        raise SftbookError("Ask a question: the question is empty.")
+    if not passages:
+        return QUESTION_PROMPT.format(question=question.strip())
+    numbered = "\n\n".join(f"Passage {i}: {p}" for i, p in enumerate(passages, start=1))
+    return PASSAGES_PROMPT.format(passages=numbered, question=question.strip())
+
+
 def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     """How many leading tokens all ``sequences`` have in common, leaving at least one token of each to read."""
     shortest = min(len(s) for s in sequences)
@@ -500,6 +517,7 @@ class InstructionData:
     sentiment_test: list[tuple[str, int]]  # (review, label) from SST-2's test split
     numeral_test: list[tuple[str, str]]  # (Chinese numeral, English words), numbers never trained on
     shots: dict[str, list[tuple[str, str]]]  # solved examples for few-shot prompts (two of each label or kind)
+    numbers_seen: set[int]  # every number in a training pair or a few-shot example
 
 
 def instruction_data(
@@ -537,6 +555,7 @@ def instruction_data(
             "sentiment": [pair for pairs in zip(*by_label) for pair in pairs],
             "numeral": [(NUMERAL_PROMPT.format(zh=zh), en) for zh, en, _ in numbers[:4]],
         },
+        numbers_seen={n for _, _, n in numbers},
     )
 
 

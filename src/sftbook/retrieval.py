@@ -8,6 +8,7 @@ close together (mean pooling, then unit length, as sentence-transformers does).
 from __future__ import annotations
 
 import re
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -31,9 +32,65 @@ STOPWORDS = frozenset(
 # ----------------------------------------------------------------------------- the book as text
 
 
-def clean_markdown(text: str, glued: dict[str, str] | None = None) -> str:
-    """Prose of a Markdown cell: code blocks, directives, math and markup removed; glued numbers filled in."""
-    glued = glued or {}
+LATEX_SYMBOLS = {
+    r"\infty": "∞",
+    r"\cdot": "·",
+    r"\times": "×",
+    r"\le": "≤",
+    r"\ge": "≥",
+    r"\to": "→",
+    r"\leftarrow": "←",
+    r"\in": "∈",
+    r"\sum": "Σ",
+    r"\lambda": "λ",
+    r"\varepsilon": "ε",
+    r"\epsilon": "ε",
+    r"\eta": "η",
+    r"\theta": "θ",
+    r"\sigma": "σ",
+    r"\delta": "δ",
+    r"\dots": "…",
+    r"\ldots": "…",
+    r"\top": "ᵀ",
+    r"\partial": "∂",
+    r"\,": " ",
+}
+
+
+def latex_to_text(math: str) -> str:
+    """Inline LaTeX as plain text a reader (and a tokenizer) can take: ``\\sqrt{d_k}`` → ``√d_k``, ``-\\infty`` → ``-∞``."""
+    text = re.sub(r"\\(?:hat|tilde|bar)\b\s*", "", math)  # accents: the letter itself
+    text = re.sub(r"\\(?:big|Big|left|right)(?![a-zA-Z])", "", text)
+    previous = None
+    while previous != text:  # innermost braces first: \frac{\exp(s_{ij})}{Z_i}
+        previous = text
+        text = re.sub(r"\\(?:text|texttt|mathrm|mathcal|operatorname|mathbf)\{([^{}]*)\}", r"\1", text)
+        text = re.sub(r"([_^])\{([^{}]*)\}", r"\1\2", text)  # x_{ij} → x_ij
+        text = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)", text)
+        text = re.sub(r"\\sqrt\{([^{}]*)\}", lambda m: "√" + (m.group(1) if re.fullmatch(r"\w+", m.group(1)) else f"({m.group(1)})"), text)
+    for command, symbol in sorted(LATEX_SYMBOLS.items(), key=lambda item: -len(item[0])):
+        text = re.sub(re.escape(command) + r"(?![a-zA-Z])", symbol, text)
+    text = re.sub(r"\\([a-zA-Z]+)", r"\1", text)  # \exp, \log, \max: the name itself
+    return text.replace("{", "").replace("}", "")
+
+
+def bibliography_names(bib_path: Path) -> dict[str, str]:
+    """``key → "Author et al. (year)"`` (or ``"Author (year)"`` for one author) from a BibTeX file."""
+    names = {}
+    for entry in re.split(r"\n(?=@)", bib_path.read_text(encoding="utf-8")):
+        key = re.match(r"@\w+\{([^,]+),", entry.strip())
+        authors = re.search(r"author\s*=\s*\{(.*)\},?\s*\n", entry)
+        year = re.search(r"year\s*=\s*\{?([^},\n]+)", entry)
+        if key and authors and year:
+            first = authors.group(1).split(" and ")[0].split(",")[0].strip("{} ")
+            names[key.group(1)] = f"{first}{' et al.' if ' and ' in authors.group(1) else ''} ({year.group(1).strip()})"
+    return names
+
+
+def clean_markdown(text: str, glued: dict[str, str] | None = None, cited: dict[str, str] | None = None) -> str:
+    """Prose of a Markdown cell: code blocks, directives, citations and markup removed; inline math as plain
+    text; glued numbers filled in; ``{cite:t}`` written as its ``cited`` name ("Liu et al. (2019)")."""
+    glued, cited = glued or {}, cited or {}
 
     def glue_value(match: re.Match) -> str:
         name, _, spec = match.group(1).partition(":")
@@ -46,41 +103,58 @@ def clean_markdown(text: str, glued: dict[str, str] | None = None) -> str:
         return value
 
     text = re.sub(r"(`{3,}|~{3,})[^\n]*\n.*?\1", " ", text, flags=re.S)  # fenced code and directives
+    # markup at the start of a line goes before the glued numbers arrive: a line that starts "0.11 nats" is not a list item
+    text = re.sub(r"^\s*(#+|[-*]|\d+\.|>|\|.*\|)[ \t]+", "", text, flags=re.M)
     text = re.sub(r"\{glue:text\}`([^`]*)`", glue_value, text)
-    text = re.sub(r"\{cite:[pt]\}`[^`]*`", "", text)
+    text = re.sub(r"\{cite:t\}`([^`]*)`", lambda m: " and ".join(cited.get(k.strip(), "") for k in m.group(1).split(",")), text)
+    text = re.sub(r"\s*\{cite:p\}`[^`]*`(?:\s*[,;]\s*\{cite:p\}`[^`]*`)*", "", text)  # a run of citations, with its commas
     text = re.sub(r"\{(?:doc|ref|numref|eq)\}`([^`<]*)(?:<[^>]*>)?`", r"\1", text)
     text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)
-    text = re.sub(r"\$([^$\n]+)\$", r"\1", text)  # inline math stays, as its LaTeX source
+    text = re.sub(r"\$([^$\n]+)\$", lambda m: latex_to_text(m.group(1)), text)
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)  # links and images keep their text
-    text = re.sub(r"^\s*(#+|[-*]|\d+\.|>|\|.*\|)\s*", "", text, flags=re.M)  # headings, bullets, tables
     text = re.sub(r"[*`]", "", text)
+    text = re.sub(r"\s+([,.;:])", r"\1", text)
     return re.sub(r"\s+", " ", text).strip()
 
 
-def book_documents(chapter_names: Sequence[str], book_dir: Path | None = None) -> dict[str, list[str]]:
-    """For each chapter (e.g. ``"03_pretraining"``): its prose paragraphs, in order, from the stored notebook.
+@dataclass
+class Section:
+    chapter: str  # e.g. "03_pretraining"
+    heading: str  # the section's heading, as plain text ("" before the first one)
+    paragraphs: list[str]
 
-    Each paragraph is prefixed with the heading of its section (``"Heading — paragraph"``), so a passage
-    found by retrieval says where it comes from; headings alone are not passages.
-    """
+
+def book_sections(chapter_names: Sequence[str], book_dir: Path | None = None) -> list[Section]:
+    """The prose of each chapter (e.g. ``"03_pretraining"``), section by section, from the stored notebook:
+    paragraphs of at least five words, glued numbers filled in, citations written as names."""
     book_dir = book_dir or BOOK_DIR
-    documents = {}
+    cited = bibliography_names(book_dir / "references.bib") if (book_dir / "references.bib").is_file() else {}
+    sections: list[Section] = []
     for name in chapter_names:
         path = book_dir / f"{name}.ipynb"
         if not path.is_file():
             raise SftbookError(f"No chapter {path}; chapter names look like '03_pretraining'.")
         glued = glued_values(path)
-        notebook = read(path)
-        heading, paragraphs = "", []
-        for cell in notebook.cells:
+        current = Section(name, "", [])
+        for cell in read(path).cells:
             for block in re.split(r"\n\s*\n", cell.source) if cell.cell_type == "markdown" else []:
                 if re.match(r"#+ ", block.strip()) and "\n" not in block.strip():
-                    heading = clean_markdown(block, glued)
+                    sections.append(current)
+                    current = Section(name, clean_markdown(block, glued, cited), [])
                     continue
-                text = clean_markdown(block, glued)
+                text = clean_markdown(block, glued, cited)
                 if len(text.split()) >= 5:
-                    paragraphs.append(f"{heading} — {text}" if heading else text)
-        documents[name] = paragraphs
+                    current.paragraphs.append(text)
+        sections.append(current)
+    return [section for section in sections if section.paragraphs]
+
+
+def book_documents(chapter_names: Sequence[str], book_dir: Path | None = None) -> dict[str, list[str]]:
+    """For each chapter: its paragraphs in order, each prefixed with its section's heading
+    (``"Heading — paragraph"``), so a passage found by retrieval says where it comes from."""
+    documents: dict[str, list[str]] = {name: [] for name in chapter_names}
+    for section in book_sections(chapter_names, book_dir):
+        documents[section.chapter] += [f"{section.heading} — {p}" if section.heading else p for p in section.paragraphs]
     return documents
 
 
@@ -144,6 +218,23 @@ def rouge_1_recall(summary: str, reference: str) -> float:
     return sum(min(c, summary_counts[w]) for w, c in reference_counts.items()) / sum(reference_counts.values())
 
 
+def content_word_support(summary: str, source: str) -> float:
+    """Share of the summary's content words that occur in the source: 1 for any extract, lower when a
+    summary brings in words of its own — paraphrase as well as invention, so it is a warning light, not a verdict."""
+    words, known = content_words(summary), set(content_words(source))
+    if not words:
+        raise SftbookError("The summary has no content words to check.")
+    return sum(w in known for w in words) / len(words)
+
+
+def unsupported_numbers(summary: str, source: str) -> list[str]:
+    """Numbers written in the summary that appear nowhere in the source: invented figures, the most
+    damaging kind of error in a summary of measurements."""
+    found = lambda text: re.findall(r"\d+(?:[.,]\d+)*", text)
+    known = set(found(source))
+    return [number for number in found(summary) if number not in known]
+
+
 # ----------------------------------------------------------------------------- retrieval
 
 
@@ -179,3 +270,14 @@ class PassageIndex:
         scores = self.vectors @ query
         best = np.argsort(-scores)[:top_k]
         return [Hit(float(scores[i]), self.sources[i], self.passages[i]) for i in best]
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation and the articles a/an/the removed, spaces collapsed (SQuAD's normalisation)."""
+    text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text.lower())
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def contains_answer(text: str, answer: str) -> bool:
+    """Whether ``answer`` occurs in ``text`` once both are normalised (:func:`normalize_answer`)."""
+    return f" {normalize_answer(answer)} " in f" {normalize_answer(text)} "

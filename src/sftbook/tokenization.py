@@ -32,9 +32,10 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     """Train a BERT-style WordPiece vocabulary and wrap it as a transformers fast tokenizer.
 
     The result encodes ``[CLS] text [SEP]``, pads with ``[PAD]`` and can be saved with
-    ``save_pretrained``. The special tokens always get ids 0-4; other ids depend on the tokenizers
-    release, and its trainer breaks frequency ties in hash order, so two trainings on the same text can
-    differ by a few entries near the size cut-off. Save a vocabulary to reuse it exactly.
+    ``save_pretrained``. The trainer numbers its entries in hash order, which changes from process to
+    process, so they are renumbered canonically — the special tokens as ids 0-4, then the rest sorted.
+    The entries themselves can still differ when merges tie at the size cut-off (seen on small corpora),
+    and between tokenizers releases: save a vocabulary to reuse it exactly.
     """
     corpus = [t for t in texts if t and t.strip()]
     if not corpus:
@@ -57,6 +58,8 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, min_frequency: int = 
         show_progress=False,
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer)
+    entries = sorted(set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS))
+    tokenizer.model = models.WordPiece({token: i for i, token in enumerate([*SPECIAL_TOKENS, *entries])}, unk_token="[UNK]")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -1,6 +1,7 @@
-"""The book's models by name, trained once and shared through the cache (chapters 3, 4, 5, 7, 8, 10).
+"""The book's models by name, trained once and shared through the cache (chapters 3, 4, 5, 7, 8, 9, 10, 11).
 
-Chapter 3's pretrained BERT-tiny and the classifiers fine-tuned in chapters 4, 9 and 11 live in
+Chapter 3's pretrained BERT-tiny, the classifiers fine-tuned in chapters 4, 9 and 11 and chapter 8's
+LoRA adapter for SmolLM2 live in
 ``$SFTBOOK_CACHE`` (:func:`sftbook.env.cache_root`), each in a folder named by
 :func:`sftbook.artifacts.cache_key` after exactly what determines it. A model that is missing is
 trained, with a message saying so, so every chapter still runs on its own.
@@ -15,7 +16,7 @@ from typing import Any
 
 from transformers import AutoModel, AutoTokenizer, BertForMaskedLM
 
-from sftbook import artifacts, batching, data, evaluation, finetuning, metrics, modeling, optimization, pretraining, tokenization
+from sftbook import artifacts, batching, data, evaluation, finetuning, llm, metrics, modeling, optimization, pretraining, tokenization
 from sftbook.env import at_scale, cache_root, derived_seed, get_device, hub_reachable
 from sftbook.errors import HubUnavailableError, SftbookError, UnknownNameError
 
@@ -154,3 +155,37 @@ def finetuned_classifier(
     result.model.save_pretrained(path, tokenizer)
     artifacts.atomic_write_text(path / "history.json", json.dumps(result.history))  # written last: marks the save complete
     return result.model, tokenizer, result.history
+
+
+# ----------------------------------------------------------------------------- chapter 8's instruction-tuned SmolLM2
+
+SFT_CODE = (data.subsample, derived_seed, batching, optimization, llm)
+ADAPTER_RESULT = "result.json"
+
+
+def instruction_tuned_smollm2(model, tokenizer, config: llm.SFTConfig | None = None, build: bool = True) -> llm.SFTResult:
+    """Chapter 8's LoRA SFT of ``model`` (SmolLM2-135M-Instruct from :func:`sftbook.llm.load_smollm2`, changed
+    in place): the adapter from the cache, or trained now (with a message) when it is missing.
+
+    The history holds the held-out numeral exact match every ``steps // 5`` steps, so chapter 8 draws its
+    learning curve from a cached run too; chapter 9 reuses the adapter without training it again.
+    """
+    config = config or llm.SFTConfig()
+    tasks = llm.instruction_data()
+    settings = [asdict(config), llm.SMOLLM2_SHA256, tasks.train, tasks.numeral_test]
+    path = cache_root() / f"sft-smollm2-{artifacts.cache_key(settings, SFT_CODE)}"
+    if (path / ADAPTER_RESULT).is_file():
+        llm.load_adapter(model, path)
+        return llm.SFTResult(**json.loads((path / ADAPTER_RESULT).read_text()))
+    if not build:
+        raise SftbookError("No instruction-tuned SmolLM2 adapter in the cache; run book/08_instruction_tuning.ipynb.")
+    print(f"No cached LoRA adapter for SmolLM2: instruction tuning it now ({config.steps} steps; minutes on a CPU).")
+    numerals = [(llm.NUMERAL_PROMPT.format(zh=zh), en) for zh, en in tasks.numeral_test]
+
+    def held_out_numerals(m) -> dict[str, float]:
+        return {"numeral exact match": sum(llm.teacher_forced_exact(m, tokenizer, numerals)) / len(numerals)}
+
+    result = llm.train_lora(model, tokenizer, tasks.train, config, evaluate=held_out_numerals, evaluate_every=max(1, config.steps // 5))
+    llm.save_adapter(model, path)
+    artifacts.atomic_write_text(path / ADAPTER_RESULT, json.dumps(asdict(result)))  # written last: marks the save complete
+    return result
