@@ -28,14 +28,13 @@ ARMS = {"answer only": True, "every token": False}
 
 
 def run_arm(model, tokenizer, tasks: llm.InstructionData, config: llm.SFTConfig) -> dict:
-    numerals = [(llm.NUMERAL_PROMPT.format(zh=zh), en) for zh, en in tasks.numeral_test]
     reviews = [llm.SENTIMENT_PROMPT.format(text=t) for t, _ in tasks.sentiment_test]
     labels = np.array([y for _, y in tasks.sentiment_test])
+    trained = copy.deepcopy(model)
 
     def numeral_exact(m) -> dict[str, float]:
-        return {"numeral exact match": float(np.mean(llm.teacher_forced_exact(m, tokenizer, numerals)))}
+        return llm.numeral_exact_match(m, tokenizer, tasks.numeral_test)
 
-    trained = copy.deepcopy(model)
     result = llm.train_lora(trained, tokenizer, tasks.train, config, evaluate=numeral_exact, evaluate_every=max(1, config.steps // 6))
     scores = llm.first_token_scores(trained, tokenizer, reviews, llm.SCORED_WORDS)
     curve = [row for row in result.history if "numeral exact match" in row]

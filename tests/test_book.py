@@ -1,6 +1,7 @@
 """The book's own invariants: bootstrap cells, exercises, table of contents, fresh stored outputs."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,28 @@ def test_chapter_ends_with_exercises_and_hidden_solutions(path):
     markdown = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
     exercises = markdown.count("```{exercise}")
     assert "## Exercises" in markdown and exercises >= 2
-    assert markdown.count("{solution}") == exercises
+    assert markdown.count("{solution}") + markdown.count("{solution-start}") == exercises
+    assert markdown.count("{solution-start}") == markdown.count("{solution-end}")
     assert markdown.count(":class: dropdown") >= exercises
+
+
+def unrun_solution_code(markdown: str) -> list[str]:
+    """Labels of solutions whose code sits in Markdown — shown to the reader but never executed."""
+    return [label for label, body in re.findall(r"````\{solution\} (\S+)\n(.*?)````", markdown, re.S) if "```python" in body]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_solution_with_code_runs_with_the_chapter(path):
+    """A solution's code is a code cell between ``{solution-start}`` and ``{solution-end}``, so `make execute`
+    and nbval run it and the reader sees its output; code in a Markdown fence would never run."""
+    markdown = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    assert unrun_solution_code(markdown) == [], f"{path.name}: make these gated solutions with code cells"
+
+
+def test_unrun_solution_detector_flags_code_in_a_markdown_solution():
+    broken = "````{solution} ex-1-x\n:class: dropdown\n```python\nprint(1)\n```\nText.\n````\n"
+    prose_only = "````{solution} ex-1-y\n:class: dropdown\nNSP needs pairs of sentences.\n````\n"
+    assert unrun_solution_code(broken) == ["ex-1-x"] and unrun_solution_code(prose_only) == []
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -71,11 +92,19 @@ def test_stale_check_accepts_an_untouched_chapter(fake_repo):
 
 @pytest.mark.parametrize(
     "change",
-    ["code cell", "helper", "requirements", "data checksums"],
+    ["code cell", "helper", "requirements", "data checksums", "a results file it reads"],
 )
 def test_stale_check_catches_each_input(fake_repo, change):
     root, path = fake_repo
-    if change == "code cell":
+    (root / "results.json").write_text('{"accuracy": 0.8}')
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata[book.READS_FILES] = ["results.json"]
+    nb.metadata[notebooks.METADATA_KEY]["inputs_sha256"] = book.inputs_digest(nb, root)
+    nbformat.write(nb, path)
+    assert book.stale_output_problems(path, repo_root=root) == []
+    if change == "a results file it reads":
+        (root / "results.json").write_text('{"accuracy": 0.9}')
+    elif change == "code cell":
         nb = nbformat.read(path, as_version=4)
         next(c for c in nb.cells[1:] if c.cell_type == "code").source += "\n# edited"
         nbformat.write(nb, path)
@@ -153,7 +182,7 @@ def test_stale_check_follows_the_prose_a_chapter_reads(fake_repo):
     read = nbformat.read(path, as_version=4)
     next(c for c in read.cells if c.cell_type == "markdown").source += " An edited sentence."
     nbformat.write(read, path)
-    assert "the chapters it reads" in book.stale_output_problems(reader, repo_root=root)[0]
+    assert "chapters or results it reads" in book.stale_output_problems(reader, repo_root=root)[0]
 
 
 def test_glued_values_are_read_from_stored_outputs():
@@ -226,3 +255,11 @@ def test_a_share_is_never_rounded_to_all_or_nothing():
     assert count_and_share(173, 200) == "173 of 200 (86.5%)"
     with pytest.raises(SftbookError, match="pass counts"):
         count_and_share(3, 2)
+
+
+def test_the_status_page_never_rounds_a_percentage_to_all_or_nothing():
+    assert status._format("99.97", "{:.1f}", "exact match (%)") == "99.97"
+    assert status._format("100.0", "{:.2f}", "exact match (%)") == "100.00"
+    assert status._format("0.04", "{:.1f}", "share (%)") == "0.04"
+    assert status._format("88.24", "{:.1f}", "accuracy (%)") == "88.2"
+    assert status._format("5.613", "{:.1f}×", "latency ratio") == "5.6×"

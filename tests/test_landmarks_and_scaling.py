@@ -1,7 +1,8 @@
 import pytest
 from conftest import REPO_ROOT
+from transformers import BertForMaskedLM
 
-from sftbook import landmarks, plotting, scaling, zoo
+from sftbook import landmarks, plotting, pretraining, scaling, zoo
 from sftbook.errors import SftbookError
 
 
@@ -41,3 +42,13 @@ def test_scaling_study_measures_every_checkpoint_and_is_cached(tmp_path, monkeyp
     assert "running it now" not in capsys.readouterr().out
     with pytest.raises(SftbookError, match="non-negative"):
         scaling.scaling_study(sizes=("nano",), checkpoints=(-1, 20), progress=False)
+
+
+def test_mlm_flops_count_the_vocabulary_projection_at_masked_tokens_only():
+    model = BertForMaskedLM(pretraining.bert_config("nano", vocab_size=8000, max_length=64))
+    hidden, vocabulary, tokens = 32, 8000, 1_000_000
+    head = hidden * hidden + 3 * hidden + hidden * vocabulary  # transform (dense, bias, LayerNorm) + the tied projection
+    encoder = sum(p.numel() for name, p in model.bert.named_parameters() if "embeddings" not in name)
+    flops = scaling.mlm_training_flops(model, tokens, 0.15)
+    assert flops == pytest.approx(6 * encoder * tokens + 6 * head * 0.15 * tokens)
+    assert flops > 2 * landmarks.training_flops(encoder, tokens)  # for nano the head is most of the arithmetic

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import matplotlib
+import nbformat
 import pandas as pd
 import pytest
 from conftest import REPO_ROOT
@@ -121,9 +122,22 @@ def test_authors_are_cited_with_the_cite_role_not_typed():
     assert not {name: found for name, found in typed.items() if found}, "write {cite:t}`key` and add the entry to references.bib"
 
 
+def shows_a_figure(path: Path) -> bool:
+    return any("image/png" in output.get("data", {}) for _, output in outputs(path))
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_every_chapter_has_a_figure(path):
-    assert any("image/png" in output.get("data", {}) for _, output in outputs(path)), f"{path.name} shows no figure"
+    assert shows_a_figure(path), f"{path.name} shows no figure"
+
+
+def test_figure_detector_flags_a_chapter_whose_plot_was_not_stored(tmp_path):
+    notebook = notebooks.read(CHAPTERS[0])
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if "image/png" not in o.get("data", {})]
+    nbformat.write(notebook, tmp_path / "no_figure.ipynb")
+    assert shows_a_figure(CHAPTERS[0]) and not shows_a_figure(tmp_path / "no_figure.ipynb")
 
 
 def test_heading_and_citation_detectors_flag_what_they_look_for():

@@ -18,10 +18,10 @@ __version__ = "0.1.0"
 FLOORS: dict[int, tuple[str, ...]] = {
     0: ("errors",),  # what every deliberate error is
     1: ("env", "artifacts"),  # device, seeds, scale, progress; checksums, cache keys, atomic writes, checkpoints
-    2: ("data", "tokenization", "batching", "metrics", "optimization", "landmarks", "notebooks", "applications"),
+    2: ("data", "tokenization", "batching", "metrics", "optimization", "landmarks", "notebooks", "applications", "formatting"),
     3: ("ngram", "attention", "losses", "modeling"),  # what chapters 2, 5, 6 and 7 derive
     4: ("evaluation", "pretraining", "translation"),  # using encoders; training from scratch
-    5: ("finetuning", "llm", "retrieval"),  # supervised fine-tuning of classifiers and of an LLM; sentence vectors
+    5: ("finetuning", "distillation", "llm", "retrieval"),  # fine-tuning classifiers and an LLM; teachers; sentence vectors
     6: ("zoo",),  # the book's models by name, trained once and cached
     7: ("scaling",),  # chapter 10's study
     8: ("book", "status", "plotting"),  # provenance and glue, the status page, figures

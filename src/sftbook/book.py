@@ -24,11 +24,13 @@ from nbclient import NotebookClient
 from sftbook.artifacts import atomic_write_text
 from sftbook.env import QUIET_PROGRESS_VARIABLE, machine_info
 from sftbook.errors import SftbookError
+from sftbook.formatting import percent_text
 from sftbook.llm import SMOLLM2_PACKAGE
 from sftbook.notebooks import METADATA_KEY, REPO_ROOT, glued_values, read
 
 BOOTSTRAP_TAG = "remove-cell"
 READS_PROSE_OF = "sftbook_reads_prose_of"  # notebook metadata: the chapters whose text it uses
+READS_FILES = "sftbook_reads_files"  # notebook metadata: files of the repository it reads (benchmark results)
 
 BOOTSTRAP_TEMPLATE = """\
 # Bootstrap (hidden in the HTML): makes `import sftbook` work in JupyterLab, under nbval and on Colab.
@@ -60,7 +62,7 @@ def bootstrap_source(url: str | None = None) -> str:
 def inputs_digest(notebook: Any, repo_root: Path = REPO_ROOT) -> str:
     """sha256 over what a notebook's outputs depend on: its code, the helpers, the data, the pins —
     and, for a chapter that reads the book itself (metadata ``READS_PROSE_OF``), those chapters' prose
-    and glued numbers."""
+    and glued numbers; for one that reads stored results (metadata ``READS_FILES``), those files."""
     digest = hashlib.sha256()
     code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
     digest.update(json.dumps(code).encode())
@@ -68,6 +70,9 @@ def inputs_digest(notebook: Any, repo_root: Path = REPO_ROOT) -> str:
         other = repo_root / "book" / f"{name}.ipynb"
         prose = [cell.source for cell in read(other).cells if cell.cell_type == "markdown"]
         digest.update(json.dumps([name, prose, glued_values(other)], sort_keys=True).encode())
+    for name in notebook.metadata.get(READS_FILES, []):
+        digest.update(name.encode())
+        digest.update((repo_root / name).read_bytes())
     for path in sorted((repo_root / "src" / "sftbook").rglob("*.py")):
         digest.update(path.relative_to(repo_root).as_posix().encode())
         digest.update(path.read_bytes())
@@ -86,8 +91,8 @@ def stale_output_problems(path: Path, repo_root: Path = REPO_ROOT) -> list[str]:
     problems = []
     if record["inputs_sha256"] != inputs_digest(notebook, repo_root):
         problems.append(
-            f"{path.name}: stored outputs are stale (its code, src/sftbook, data, requirements.txt or the "
-            f"chapters it reads changed since {record.get('executed_at', '?')}); {fix}."
+            f"{path.name}: stored outputs are stale (its code, src/sftbook, data, requirements.txt, or the "
+            f"chapters or results it reads changed since {record.get('executed_at', '?')}); {fix}."
         )
     code = [c for c in notebook.cells if c.cell_type == "code"]
     counts = [c.get("execution_count") for c in code]
@@ -163,7 +168,4 @@ def count_and_share(count: int, total: int, decimals: int = 1) -> str:
     for what is not all (or none) — rounding must not turn one mistake into a perfect score."""
     if not 0 <= count <= total or total < 1:
         raise SftbookError(f"A share needs 0 ≤ count ≤ total and total ≥ 1, got {count} of {total}; pass counts, not rates.")
-    share = 100 * count / total
-    while 0 < count < total and f"{share:.{decimals}f}" in (f"{100:.{decimals}f}", f"{0:.{decimals}f}"):
-        decimals += 1
-    return f"{count:,} of {total:,} ({share:.{decimals}f}%)"
+    return f"{count:,} of {total:,} ({percent_text(100 * count / total, decimals)}%)"

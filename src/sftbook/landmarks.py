@@ -22,8 +22,8 @@ class LandmarkModel:
 
 
 LANDMARK_MODELS: tuple[LandmarkModel, ...] = (
-    LandmarkModel("BERT-base", 2019, 110e6, 1.28e11, "devlin2019bert", "1M steps × 256 × 512 tokens"),
-    LandmarkModel("BERT-large", 2019, 340e6, 1.28e11, "devlin2019bert", "1M steps × 256 × 512 tokens"),
+    LandmarkModel("BERT-base", 2019, 110e6, 1_000_000 * 256 * 512, "devlin2019bert", "1M steps × 256 × 512 tokens"),
+    LandmarkModel("BERT-large", 2019, 340e6, 1_000_000 * 256 * 512, "devlin2019bert", "1M steps × 256 × 512 tokens"),
     LandmarkModel("RoBERTa-large", 2019, 355e6, 2.1e12, "liu2019roberta", "500K steps × 8K × 512 tokens"),
     LandmarkModel("T5-11B", 2020, 11e9, 1.0e12, "raffel2020t5", "~1T tokens of C4"),
     LandmarkModel("GPT-3", 2020, 175e9, 3.0e11, "brown2020gpt3", "300B tokens"),

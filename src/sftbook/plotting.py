@@ -89,7 +89,7 @@ def scale_plot(models: Sequence[LandmarkModel], highlight: dict[str, tuple[float
     """Parameters and training tokens of landmark models on log axes; ``highlight`` adds this book's runs."""
     fig, (ax_time, ax_data) = plt.subplots(1, 2, figsize=(10, 4))
     for i, m in enumerate(models):
-        offset = (4, 4) if i % 2 == 0 else (4, -10)  # alternate so neighbours' labels do not collide
+        offset = (4, -10) if i % 2 == 0 else (4, 4)  # alternate below / above so neighbours' labels do not collide
         ax_time.scatter(m.year, m.parameters, color=PALETTE[0])
         ax_time.annotate(m.name, (m.year, m.parameters), textcoords="offset points", xytext=offset, fontsize=8)
         ax_data.scatter(m.training_tokens, m.parameters, color=PALETTE[0])
@@ -99,6 +99,8 @@ def scale_plot(models: Sequence[LandmarkModel], highlight: dict[str, tuple[float
         ax_data.annotate(name, (tokens, params), textcoords="offset points", xytext=(4, 3), fontsize=8, color=PALETTE[3])
     _log_axes(ax_time, "year", "parameters", logx=False)
     _log_axes(ax_data, "training tokens processed", "parameters", logx=True)
+    low, high = ax_data.get_xlim()
+    ax_data.set_xlim(min(low, 10 ** np.floor(np.log10(low))), high)  # start at a whole decade: a tick at each end
     ax_time.set_title("Parameters by year")
     ax_data.set_title("Parameters against training tokens")
     fig.tight_layout()

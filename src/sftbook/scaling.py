@@ -18,6 +18,21 @@ def non_embedding_parameters(model) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name and not name.endswith("predictions.bias"))
 
 
+def mlm_training_flops(model, tokens: float, mlm_probability: float) -> float:
+    """Training FLOPs of masked-LM pretraining of a ``BertForMaskedLM`` over ``tokens`` tokens.
+
+    ``6·N·D`` for the encoder with Kaplan et al.'s ``N`` (embedding lookups do no multiply-adds), plus
+    ``6·(head weights)·(masked tokens)`` for the prediction head — its transform and the projection onto
+    the vocabulary, whose matrix is tied to the embeddings — which the sparse head (chapter 3) runs at the
+    masked positions only, ``mlm_probability`` of the tokens. For a small model with a large vocabulary
+    the projection is a large share of the arithmetic, which ``6·N·D`` alone leaves out.
+    """
+    head = model.cls.predictions
+    head_weights = sum(p.numel() for p in head.transform.parameters()) + head.decoder.weight.numel()
+    encoder_weights = sum(p.numel() for name, p in model.bert.named_parameters() if "embeddings" not in name)
+    return training_flops(encoder_weights, tokens) + training_flops(head_weights, mlm_probability * tokens)
+
+
 def scaling_study(
     sizes: tuple[str, ...] = ("nano", "micro", "tiny"),
     checkpoints: tuple[int, ...] | None = None,
@@ -63,9 +78,7 @@ def scaling_study(
                         "non_embedding_parameters": non_embedding,
                         "step": step,
                         "tokens": result.tokens_processed,
-                        # Kaplan et al.'s N: embedding lookups do no multiply-adds, and the sparse MLM head
-                        # (chapter 3) multiplies by the vocabulary at masked positions only
-                        "flops": training_flops(non_embedding, result.tokens_processed) if step else 0.0,
+                        "flops": mlm_training_flops(result.model, result.tokens_processed, config.mlm_probability) if step else 0.0,
                         "heldout_loss": pretraining.evaluate_mlm(result.model, heldout, result.tokenizer),
                         "probe_accuracy": evaluation.linear_probe(result.model.bert, result.tokenizer, sst2, config.max_length)["accuracy"],
                         "seconds": result.seconds,

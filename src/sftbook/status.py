@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from sftbook.artifacts import atomic_write_text
+from sftbook.formatting import percent_text
 from sftbook.notebooks import BOOK_DIR, METADATA_KEY, REPO_ROOT, chapters, glued_values, read
 
 STATUS_PAGE = BOOK_DIR / "status.md"
@@ -59,11 +60,15 @@ HEADLINES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def _format(value: str, spec: str) -> str:
+def _format(value: str, spec: str, label: str = "") -> str:
+    """A glued value as the status page shows it; a percentage never rounds to 100 (or 0) unless it is."""
     try:
-        return spec.format(float(value))
+        number = float(value)
     except ValueError:
         return value
+    if label.endswith("(%)") and spec.startswith("{:.") and spec.endswith("f}"):
+        return percent_text(number, int(spec[3:-2]))
+    return spec.format(number)
 
 
 def render_status(book_dir: Path = BOOK_DIR) -> str:
@@ -77,9 +82,13 @@ def render_status(book_dir: Path = BOOK_DIR) -> str:
         "metadata and glued values stored in the executed chapters; `make test` fails if it is out of date.",
         "```",
         "",
-        "## Chapters",
+        "## Chapters: the stored run",
         "",
-        "| Chapter | Run time | Executed (UTC) | Machine | torch | transformers |",
+        "Each chapter's run time is that of its stored execution by `make execute`, which found in the model",
+        "cache what earlier chapters and runs had trained; with an empty cache a chapter trains those models",
+        "first and takes longer.",
+        "",
+        "| Chapter | Run time (stored run) | Executed (UTC) | Machine | torch | transformers |",
         "|---|---:|---|---|---|---|",
     ]
     total = 0.0
@@ -104,11 +113,11 @@ def render_status(book_dir: Path = BOOK_DIR) -> str:
     ]
     for chapter, name, label, spec in HEADLINES:
         value = glued_values(book_dir / f"{chapter}.ipynb").get(name)
-        cell = "missing" if value is None else _format(value, spec)
+        cell = "missing" if value is None else _format(value, spec, label)
         lines.append(f"| {label.replace('|', '¦')} | {cell} | {{doc}}`{chapter}` |")  # a | would split the cell
     runs = [(json.loads(path.read_text()), script) for path, script in BENCHMARKS if path.is_file()] if book_dir == BOOK_DIR else []
     if runs:
-        lines += ["", "## Benchmarks"]
+        lines += ["", "## Benchmarks: separate runs, not part of any chapter's run time"]
     for bench, script in runs:
         lines += ["", f"From `{script}`, run {bench['run_at']} on {bench['machine']}:", "", "| Measurement | Value |", "|---|---:|"]
         lines += [f"| {key} | {value} |" for key, value in bench["results"].items()]

