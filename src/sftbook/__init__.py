@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 # floor: the modules on it (a module may import only modules on lower floors)
 FLOORS: dict[int, tuple[str, ...]] = {
-    0: ("errors",),  # what every deliberate error is
+    0: ("errors", "codegraph"),  # what every deliberate error is; which code an artifact or chapter runs
     1: ("env", "artifacts"),  # device, seeds, scale, progress; checksums, cache keys, atomic writes, checkpoints
     2: ("data", "tokenization", "batching", "metrics", "optimization", "landmarks", "notebooks", "applications", "formatting"),
     3: ("ngram", "attention", "losses", "modeling"),  # what chapters 2, 5, 6 and 7 derive

@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from sftbook import data, evaluation, finetuning, llm, modeling, pretraining, zoo
-from sftbook.book import execute_notebook, stale_output_problems
+from sftbook.book import execute_notebook, execution_order, stale_output_problems
 from sftbook.errors import SftbookError
 from sftbook.notebooks import chapters
 from sftbook.status import write_status
@@ -21,9 +21,19 @@ def _execute(args: argparse.Namespace) -> int:
     for path in paths:
         if not path.is_file():
             raise SftbookError(f"No notebook at {path}; pass a path such as book/01_background.ipynb.")
-    for path in paths:
+    executed = 0
+    # --stale: in dependency order, so a chapter that quotes another is checked after that one is re-run
+    for path in execution_order([p.resolve() for p in paths]) if args.stale else paths:
+        if args.stale:
+            problems = stale_output_problems(path)
+            if not problems:
+                continue
+            print("\n".join(problems), flush=True)
         print(f"executing {path} ...", flush=True)
         print(f"  {execute_notebook(path.resolve(), timeout=args.timeout):.1f} s", flush=True)
+        executed += 1
+    if args.stale and not executed:
+        print("no chapter is stale")
     print(f"wrote {write_status()}")
     return 0
 
@@ -146,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     execute = commands.add_parser("execute", help="run chapters top to bottom and store outputs + provenance")
     execute.add_argument("notebooks", nargs="*", help="notebooks to run (default: every chapter in book/)")
     execute.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    execute.add_argument("--stale", action="store_true", help="only the chapters whose stored outputs are stale, in dependency order")
     execute.set_defaults(func=_execute)
 
     status = commands.add_parser("status", help="rewrite book/status.md from the chapters' stored metadata")
