@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from toys import reworded
 
-from sftbook import book, notebooks, status
+from sftbook import artifacts, book, notebooks, status
 from sftbook.book import count_and_share
 from sftbook.errors import SftbookError
 
@@ -150,7 +151,7 @@ def test_stale_check_names_each_changed_input(fake_repo, change, named):
         "docstrings and comments everywhere",
         "a definition it does not reach",
         "a build-only pin",
-        "a data file it did not read",
+        "a data set added",
         "a comment in a cell",
     ],
 )
@@ -164,41 +165,15 @@ def test_stale_check_ignores_what_the_outputs_do_not_depend_on(fake_repo, change
     elif change == "a build-only pin":
         requirements = root / "requirements.txt"
         requirements.write_text(requirements.read_text().replace("pytest==", "pytest==0.0.1 # was "))
-    elif change == "a data file it did not read":
-        with open(root / "data" / "TREC.test.all", "a") as f:
-            f.write("DESC:def what is an added question ?\n")
+    elif change == "a data set added":
+        (root / "data" / "squad.json").write_text("{}")
+        with open(root / "data" / "SHA256SUMS", "a") as f:
+            f.write(f"{artifacts.sha256_file(root / 'data' / 'squad.json')}  squad.json\n")
     else:
         nb = nbformat.read(path, as_version=4)
         next(c for c in nb.cells[1:] if c.cell_type == "code").source += "\n# a comment changes no output"
         nbformat.write(nb, path)
     assert book.stale_output_problems(path, repo_root=root) == []
-
-
-def reworded(source: str) -> str:
-    """``source`` with every docstring replaced, a comment added after every line that opens a block, and
-    the chapter numbers in comments changed: what a docstring- or comment-only edit looks like."""
-    import ast as syntax
-
-    lines = source.splitlines()
-    docstrings = [
-        node.body[0]
-        for node in syntax.walk(syntax.parse(source))
-        if isinstance(node, syntax.Module | syntax.ClassDef | syntax.FunctionDef | syntax.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], syntax.Expr)
-        and isinstance(node.body[0].value, syntax.Constant)
-        and isinstance(node.body[0].value.value, str)
-    ]
-    for doc in sorted(docstrings, key=lambda d: d.lineno, reverse=True):
-        indent = lines[doc.lineno - 1][: doc.col_offset]
-        lines[doc.lineno - 1 : doc.end_lineno] = [f'{indent}"""Reworded (chapter 99)."""']
-    out = []
-    for line in lines:
-        out.append(line)
-        stripped = line.strip()
-        if stripped.startswith(("def ", "class ")) and stripped.endswith(":"):
-            out.append(" " * (len(line) - len(line.lstrip()) + 4) + "# an added comment")
-    return "\n".join(out) + "\n"
 
 
 def test_stale_check_catches_unexecuted_and_failed_cells(fake_repo):
@@ -239,7 +214,8 @@ def test_execute_notebook_records_what_the_chapter_reads(tmp_path):
     nb.cells = [
         nbformat.v4.new_code_cell(f"from IPython.display import display\ndisplay({bar!r}, raw=True)\nx = 6 * 7\nprint(x)"),
         nbformat.v4.new_code_cell(
-            "import json, pathlib\nfrom sftbook import notebooks\n"
+            "import json, pathlib\nfrom sftbook import data, notebooks\n"
+            "questions = data.read_lines('TREC.test.all')\n"
             "accuracy = json.loads(pathlib.Path('../results.json').read_text())['accuracy']\n"
             "quoted = notebooks.stored_result('04_fine_tuning', 'minilm_acc')\n"
             "open('../written.txt', 'w').write('a file the chapter writes is not an input')\nx"
@@ -256,7 +232,7 @@ def test_execute_notebook_records_what_the_chapter_reads(tmp_path):
     assert [c.execution_count for c in done.cells] == [1, 2]  # the recorder ran before, outside the count
     record = done.metadata[notebooks.METADATA_KEY]
     assert record["run_time_s"] == round(elapsed, 1) and record["machine"]["cores"] >= 1
-    assert list(record["inputs"]["files"]) == ["results.json"]
+    assert list(record["inputs"]["files"]) == ["data/TREC.test.all", "results.json"]  # not data/SHA256SUMS, which it also opened
     assert list(record["inputs"]["values"]) == ["04_fine_tuning:minilm_acc"]
     assert "notebooks.stored_result" in record["inputs"]["code"] and "data.load" not in record["inputs"]["code"]
     assert book.stale_output_problems(path, repo_root=root) == []

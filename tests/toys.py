@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import datasets
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -82,3 +84,28 @@ def toy_llama(tokenizer, layers: int = 2):
     # logit near zero and no LoRA update can make the toy model confident
     torch.nn.init.normal_(model.model.embed_tokens.weight, std=1.0)
     return model.eval()
+
+
+def reworded(source: str) -> str:
+    """``source`` with every docstring replaced, a comment added after every line that opens a block, and
+    the chapter numbers in comments changed: what a docstring- or comment-only edit looks like."""
+    lines = source.splitlines()
+    docstrings = [
+        node.body[0]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+        and isinstance(node.body[0].value.value, str)
+    ]
+    for doc in sorted(docstrings, key=lambda d: d.lineno, reverse=True):
+        indent = lines[doc.lineno - 1][: doc.col_offset]
+        lines[doc.lineno - 1 : doc.end_lineno] = [f'{indent}"""Reworded (chapter 99)."""']
+    out = []
+    for line in lines:
+        out.append(line)
+        stripped = line.strip()
+        if stripped.startswith(("def ", "class ")) and stripped.endswith(":"):
+            out.append(" " * (len(line) - len(line.lstrip()) + 4) + "# an added comment")
+    return "\n".join(out) + "\n"

@@ -213,8 +213,9 @@ def execution_order(paths: list[Path]) -> list[Path]:
 # ----------------------------------------------------------------------------- what a chapter's run reads
 
 # Parts of the repository whose reads are not recorded as files: the code (hashed as code), the chapters
-# (recorded as the values and prose read from them) and what is not a source of the book.
-UNRECORDED = ("src/", "_build/", ".venv/", ".git/")
+# (recorded as the values and prose read from them), what is not a source of the book, and the data's list of
+# checksums (every data file a chapter opens is recorded itself; adding a data set must stale no chapter).
+UNRECORDED = ("src/", "_build/", ".venv/", ".git/", "data/SHA256SUMS")
 _recording: dict[str, Any] = {}
 
 

@@ -58,6 +58,9 @@ def _fingerprint(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+EMPTY = _fingerprint("")  # a module whose preamble holds nothing
+
+
 def package_aliases(tree: ast.Module, modules: set[str]) -> dict[str, tuple[str, str | None]]:
     """Names bound by the imports of ``tree`` that point into the package: name -> (module, definition).
 
@@ -211,9 +214,9 @@ def _reexports(package_dir: Path, module: str) -> dict[str, tuple[str, str | Non
 
 
 def fingerprints(refs: Iterable[Ref], package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
-    """``"module.name" -> fingerprint`` for the given definitions, sorted by name."""
+    """``"module.name" -> fingerprint`` for the given definitions, sorted by name (an empty preamble left out)."""
     graph = package_graph(package_dir)
-    return {f"{m}.{n}": graph[m][n].fingerprint for m, n in sorted(refs)}
+    return {f"{m}.{n}": graph[m][n].fingerprint for m, n in sorted(refs) if graph[m][n].fingerprint != EMPTY}
 
 
 def entry_point(obj: Any) -> Ref:
