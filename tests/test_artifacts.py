@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -57,11 +60,23 @@ def test_atomic_write_text_leaves_the_old_file_on_error(tmp_path):
     assert json.loads(path.read_text()) == {"x": 1} and [p.name for p in path.parent.iterdir()] == ["results.json"]
 
 
-def test_cache_key_follows_settings_and_code_only():
+def test_cache_key_follows_settings_and_code():
     key = artifacts.cache_key({"lr": 1e-3}, (batching.pad_batch,))
     assert key == artifacts.cache_key({"lr": 1e-3}, (batching.pad_batch,)) and len(key) == 12
     assert key != artifacts.cache_key({"lr": 2e-3}, (batching.pad_batch,))
     assert key != artifacts.cache_key({"lr": 1e-3}, (batching.by_length,))
+
+
+@pytest.mark.slow
+def test_cache_key_is_the_same_in_another_process_folder_and_hash_seed(tmp_path):
+    """Nothing but the settings, the code and the library versions enters a key: not the process, not the
+    working folder, not Python's per-process string hashing (a key built on ``hash()`` would differ)."""
+    script = "from sftbook import artifacts, batching; print(artifacts.cache_key({'lr': 1e-3, 'data': 'sst2'}, (batching.pad_batch,)))"
+    here = artifacts.cache_key({"lr": 1e-3, "data": "sst2"}, (batching.pad_batch,))
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "SFTBOOK_CACHE": str(tmp_path / seed)}
+        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+        assert result.stdout.strip() == here
 
 
 def test_sha256_file_matches_the_recorded_checksums():

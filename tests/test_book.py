@@ -20,8 +20,12 @@ from sftbook.errors import SftbookError
 CHAPTERS = notebooks.chapters()
 
 
-def test_there_are_chapters():
-    assert [p.name for p in CHAPTERS][:2] == ["01_background.ipynb", "02_concepts.ipynb"]
+def test_chapters_are_numbered_without_gaps_in_the_order_of_the_table_of_contents():
+    numbers = [int(p.name.split("_")[0]) for p in CHAPTERS]
+    assert numbers == list(range(1, len(CHAPTERS) + 1)) and len(CHAPTERS) >= 10
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    listed = [c["file"] for part in toc["parts"] for c in part["chapters"] if c["file"].startswith("book/") and c["file"][5:7].isdigit()]
+    assert listed == [f"book/{p.stem}" for p in CHAPTERS]
 
 
 def test_every_chapter_is_in_the_table_of_contents():

@@ -2,8 +2,9 @@ import json
 
 import pytest
 import torch
+from toys import toy_encoder, toy_tokenizer
 
-from sftbook import pretraining, zoo
+from sftbook import artifacts, codegraph, pretraining, zoo
 from sftbook.errors import SftbookError, UnknownNameError
 from sftbook.tokenization import train_wordpiece
 
@@ -203,13 +204,42 @@ def test_checkpoint_fingerprint_follows_weights_and_vocabulary(tmp_path, monkeyp
     assert zoo.checkpoint_fingerprint(config, build=False) != first
 
 
-def test_the_cache_key_covers_the_pretraining_code_but_not_the_classifier_cache(tmp_path, monkeypatch):
+def test_the_pretraining_key_covers_every_function_a_real_pretraining_run_calls(tmp_path):
+    """The cache key hashes the code :data:`zoo.PRETRAINING_CODE` reaches; a traced run must call nothing outside it."""
+    run = lambda: pretraining.pretrain(_small_config(), tmp_path / "run", corpus=SMALL_CORPUS, progress=False)
+    called = codegraph.called_definitions(run)
+    assert ("pretraining", "pretrain") in called and ("artifacts", "save_checkpoint") in called
+    assert called - codegraph.reachable([codegraph.entry_point(e) for e in zoo.PRETRAINING_CODE]) == set()
+
+
+KEY_FIX_PENDING = (
+    "issue 22, item 1: fixing the classifier's key re-keys every cached model and stales chapters 3-11, which must be "
+    "re-executed with it (about 2 hours on the slower CPU kind, cold)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=f"{KEY_FIX_PENDING}; zoo.FINETUNING_CODE misses zoo.finetune_config and env.get_device")
+def test_the_classifier_key_covers_every_function_a_real_fine_tuning_calls(tmp_path, monkeypatch):
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
-    assert zoo.finetuned_classifier not in zoo.PRETRAINING_CODE and zoo not in zoo.PRETRAINING_CODE
-    assert pretraining in zoo.PRETRAINING_CODE
-    before = zoo.pretrained_path(_small_config())
-    monkeypatch.setattr(zoo, "PRETRAINING_CODE", (*zoo.PRETRAINING_CODE[:-1], zoo.finetuned_classifier))
-    assert zoo.pretrained_path(_small_config()) != before  # the key really is computed from that code
+    tokenizer = toy_tokenizer()
+    monkeypatch.setattr(zoo, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))  # a toy in place of MiniLM
+    run = lambda: zoo.finetuned_classifier("minilm", "sst2", train_size=16, epochs=1, batch_size=8)
+    called = codegraph.called_definitions(run) - {("zoo", "finetuned_classifier")}  # the function that computes the key
+    assert ("finetuning", "fine_tune") in called
+    assert called - codegraph.reachable([codegraph.entry_point(e) for e in zoo.FINETUNING_CODE]) == set()
+
+
+@pytest.mark.xfail(strict=True, reason=f"{KEY_FIX_PENDING}; the scale shrinks the data (data.load) but is not in the key")
+def test_the_same_classifier_at_the_two_scales_gets_two_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
+    keys = []
+    compute_key = artifacts.cache_key
+    monkeypatch.setattr(artifacts, "cache_key", lambda *args, **kwargs: keys.append(compute_key(*args, **kwargs)) or keys[-1])
+    for scale in ("full", "reduced"):
+        monkeypatch.setenv("SFTBOOK_SCALE", scale)
+        with pytest.raises(SftbookError, match="No fine-tuned minilm on sst3 in the cache"):
+            zoo.finetuned_classifier("minilm", "sst3", epochs=1, build=False)
+    assert len(keys) == 2 and keys[0] != keys[1]
 
 
 def test_reduced_scale_pretrains_for_fewer_steps(monkeypatch):
