@@ -20,7 +20,8 @@ labels chapter 4's fine-tuned MiniLM gives chapter 3's unlabeled sentences) is s
 fine-tuning on all labels, with the same rate choice (no fine-tuning is one of the choices).
 
 Too long for a chapter's time budget, so it runs here and chapters 4 and 11 read
-benchmarks/pretraining_grid.json. Runs are saved as they finish; a rerun resumes.
+benchmarks/pretraining_grid.json. Runs are saved as they finish; a rerun resumes, but only runs made with the
+same script, package code, scale, checkpoint and students (:func:`runs_path`): anything else starts afresh.
 
     python benchmarks/pretraining_grid.py [--out benchmarks/pretraining_grid.json]
 """
@@ -28,6 +29,7 @@ benchmarks/pretraining_grid.json. Runs are saved as they finish; a rerun resumes
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import datetime as dt
 import json
@@ -36,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from sftbook import artifacts, data, distillation, env, evaluation, finetuning, modeling, zoo
+from sftbook import artifacts, codegraph, data, distillation, env, evaluation, finetuning, modeling, zoo
 from sftbook.notebooks import REPO_ROOT
 
 ARMS = {"random": "tiny-random", "masked LM": "tiny", "MiniLM teacher": "tiny-distilled"}
@@ -165,16 +167,34 @@ def task_run(head: str, rate: float, seed: int, student, tokenizer, dataset, as_
     return fine_tune_run(copy.deepcopy(student), tokenizer, dataset, len(dataset["train"]), rate, seed)
 
 
+def runs_path(task_student_folder: str) -> Path:
+    """Where finished runs are kept: a file named after everything a run's result depends on — this script's
+    code (without docstrings or comments), the package code it calls, the scale, chapter 3's checkpoint (its
+    weights and vocabulary) and the two students' cache folders (named after their own inputs)."""
+    script = codegraph.normal_form([ast.parse(Path(__file__).read_text(encoding="utf-8"))])
+    package, _ = codegraph.code_fingerprint([finetuning.fine_tune, modeling.TextClassifier, evaluation, data.subsample, zoo.load_encoder])
+    settings = [
+        script,
+        package,
+        env.scale(),
+        zoo.checkpoint_fingerprint(),
+        zoo.embedding_distilled_path(distillation.DistillConfig()).name,
+        task_student_folder,
+    ]
+    return env.cache_root() / f"pretraining-grid-runs-{artifacts.cache_key(settings)}.json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     env.configure_environment()
     started = time.perf_counter()
-    runs = Runs(env.cache_root() / "pretraining-grid-runs.json")
+    zoo.embedding_distilled_tiny()  # trained first, when missing: the grid needs both students
+    student, tokenizer, task_training = zoo.task_distilled_tiny()
+    runs = Runs(runs_path(task_training["folder"]))
     dataset = data.load("sst2")
     table, search = [], []
-    zoo.embedding_distilled_tiny()  # trained first, when missing: the grid needs it
     for count in LABEL_COUNTS:
         for seed in SEEDS:
             result = runs.get(f"tfidf|n={count}|seed={seed}", tfidf_run, dataset, count, seed)
@@ -196,9 +216,8 @@ def main() -> None:
                 result = runs.get(run_key(prefix, head, rate, seed), arm_run, head, rate, seed, arm, count, dataset)
                 table.append({"arm": arm, "method": "fine-tuned", "labels": count, "seed": seed, "head": head, "learning_rate": rate, **result})
 
-    student, tokenizer, task_training = zoo.task_distilled_tiny()
     as_is = {split: evaluation.evaluate(student, tokenizer, dataset[split], MAX_LENGTH)["accuracy"] for split in ("validation", "test")}
-    prefix, count = f"task-distilled@{zoo.task_distilled_path().name}|fine-tuned|n=6920", len(dataset["train"])
+    prefix, count = f"task-distilled@{task_training['folder']}|fine-tuned|n=6920", len(dataset["train"])
     settings = [("distilled", rate) for rate in [0, *LEARNING_RATES]]  # 0: the student as it is, not fine-tuned
     head, rate = chosen_setting(runs, prefix, settings, task_run, student, tokenizer, dataset, as_is)
     search += [{"arm": "task-distilled", "labels": count, "head": h, "learning_rate": r, **runs.done[run_key(prefix, h, r, 0)]} for h, r in settings]
@@ -215,7 +234,7 @@ def main() -> None:
         "epochs": {str(k): v for k, v in EPOCHS.items()},
         "distill_config": distillation.DistillConfig().__dict__,
         "embedding_distillation": thinned(json.loads((distilled / zoo.TRAINING_RECORD).read_text())),
-        "task_distillation": thinned(task_training),
+        "task_distillation": thinned({key: value for key, value in task_training.items() if key != "folder"}),
         "task_distilled_before_fine_tuning": as_is,
         "recipe_search": search,
         "runs": table,

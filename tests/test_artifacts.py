@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from sftbook import artifacts, batching, data
+from sftbook import artifacts, batching, data, zoo
 from sftbook.errors import SftbookError
 
 
@@ -93,3 +93,29 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
     (path / "optimizer.json").write_text("{not json")
     with pytest.raises(SftbookError, match="is corrupt .*delete it or pass overwrite=True"):
         artifacts.load_checkpoint_state(path, optimizer)
+
+
+def test_weights_fingerprint_follows_every_value_and_name():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    first, copy = artifacts.weights_fingerprint(model), torch.nn.Linear(3, 2)
+    copy.load_state_dict(model.state_dict())
+    assert artifacts.weights_fingerprint(copy) == first
+    with torch.no_grad():
+        model.bias[1] += 1e-7
+    assert artifacts.weights_fingerprint(model) != first
+    assert artifacts.texts_fingerprint(["a", "b"]) != artifacts.texts_fingerprint(["b", "a"])
+
+
+def test_task_distilled_student_is_named_after_its_teacher_start_and_texts(tmp_path, monkeypatch):
+    """A different teacher, student start or set of texts (the reduced scale has fewer) is a different student."""
+    monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    teacher, student = torch.nn.Linear(4, 2), torch.nn.Linear(4, 4)
+    config = zoo.TASK_DISTILL_CONFIG
+    name = zoo.task_distilled_path(config, 3, teacher, student, ["a good film", "a"]).name
+    assert name == zoo.task_distilled_path(config, 3, teacher, student, ["a good film", "a"]).name
+    assert name != zoo.task_distilled_path(config, 3, teacher, student, ["a good film"]).name
+    assert name != zoo.task_distilled_path(config, 2, teacher, student, ["a good film", "a"]).name
+    assert name != zoo.task_distilled_path(config, 3, torch.nn.Linear(4, 2), student, ["a good film", "a"]).name
+    assert name != zoo.task_distilled_path(config, 3, teacher, torch.nn.Linear(4, 4), ["a good film", "a"]).name

@@ -38,6 +38,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """Hex sha256 of a model's weights and buffers (names, shapes, dtypes, values): what a model trained from
+    it starts from, for the cache key of that model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def texts_fingerprint(texts: list[str]) -> str:
+    """Hex sha256 of a list of texts, in order."""
+    return hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
+
+
 def cache_key(settings: Any, code: tuple = (), length: int = 12) -> str:
     """A short hash of what determines an artifact: JSON-able ``settings``, the source of the modules and
     functions in ``code``, and the versions of the libraries that compute it (torch, transformers,

@@ -1,8 +1,7 @@
-"""The book's models by name, trained once and shared through the cache (chapters 3, 4, 5, 7, 8, 9, 10, 11).
+"""The book's models by name, trained once and shared through the cache (chapters 3-5, 7-11).
 
-Chapter 3's pretrained BERT-tiny, the classifiers fine-tuned in chapters 4, 9 and 11 and chapter 8's
-LoRA adapter for SmolLM2 live in
-``$SFTBOOK_CACHE`` (:func:`sftbook.env.cache_root`), each in a folder named by
+Chapter 3's pretrained BERT-tiny, the classifiers fine-tuned in chapters 4, 9 and 11, chapter 4's students
+of MiniLM and chapter 8's LoRA adapter for SmolLM2 live in ``$SFTBOOK_CACHE`` (:func:`sftbook.env.cache_root`), each in a folder named by
 :func:`sftbook.artifacts.cache_key` after exactly what determines it. A model that is missing is
 trained, with a message saying so, so every chapter still runs on its own.
 """
@@ -165,37 +164,50 @@ def embedding_distilled_tiny(config: distillation.DistillConfig | None = None, b
 
 
 TASK_DISTILL_CONFIG = distillation.DistillConfig(steps=6000)  # four times the inputs of the embedding run
+# what computes a task-distilled student from its start, its teacher and its texts
+TASK_DISTILLATION_CODE = (derived_seed, optimization, distillation, evaluation.predict_logits, modeling.TextClassifier)
 
 
-def task_distilled_path(config: distillation.DistillConfig = TASK_DISTILL_CONFIG, spans_per_sentence: int = 3) -> Path:
-    """The cache folder of :func:`task_distilled_tiny`: named after its settings, its student's start and its teacher's recipe."""
-    settings = [asdict(config), spans_per_sentence, embedding_distilled_path(distillation.DistillConfig()).name, asdict(finetune_config("minilm"))]
-    return cache_root() / f"task-distilled-bert-tiny-{artifacts.cache_key(settings, DISTILLATION_CODE)}"
+def task_distilled_path(config: distillation.DistillConfig, spans_per_sentence: int, teacher, student_start, texts: list[str]) -> Path:
+    """The cache folder of :func:`task_distilled_tiny`: named after its settings and the content of what it
+    starts from — the teacher's weights, the student's weights and the texts the teacher labels (the scale
+    changes the texts, so it changes the name) — and the code that trains it."""
+    settings = [
+        asdict(config),
+        spans_per_sentence,
+        artifacts.weights_fingerprint(teacher),
+        artifacts.weights_fingerprint(student_start),
+        artifacts.texts_fingerprint(texts),
+    ]
+    return cache_root() / f"task-distilled-bert-tiny-{artifacts.cache_key(settings, TASK_DISTILLATION_CODE)}"
 
 
 def task_distilled_tiny(config: distillation.DistillConfig | None = None, spans_per_sentence: int = 3, build: bool = True):
     """``(TextClassifier, tokenizer, record)``: the teacher-distilled BERT-tiny, then trained on the SST-2
     probabilities that chapter 4's fine-tuned MiniLM gives chapter 3's unlabeled sentences and
     ``spans_per_sentence`` phrases cut from each (:func:`sftbook.distillation.word_spans`; soft labels,
-    :func:`sftbook.distillation.soft_cross_entropy`). Cached; trained (with a message) when missing."""
+    :func:`sftbook.distillation.soft_cross_entropy`). Cached; trained (with a message) when missing. The
+    record holds the losses, the seconds, the number of texts and the cache folder's name (``folder``)."""
     config = config or TASK_DISTILL_CONFIG
     encoder, tokenizer = embedding_distilled_tiny(build=build)
     teacher, teacher_tokenizer, _ = finetuned_classifier("minilm", "sst2", build=build)
-    path = task_distilled_path(config, spans_per_sentence)
+    sentences = pretraining.build_corpus().train
+    texts = sentences + distillation.word_spans(sentences, spans_per_sentence, seed=config.seed)
+    path = task_distilled_path(config, spans_per_sentence, teacher, encoder, texts)
     if (path / TRAINING_RECORD).is_file():
-        return modeling.TextClassifier.from_pretrained(path), tokenizer, json.loads((path / TRAINING_RECORD).read_text())
+        record = json.loads((path / TRAINING_RECORD).read_text())
+        return modeling.TextClassifier.from_pretrained(path), tokenizer, {**record, "folder": path.name}
     if not build:
         raise SftbookError("No task-distilled BERT-tiny in the cache; run benchmarks/pretraining_grid.py.")
     print(f"No cached task-distilled BERT-tiny: MiniLM labels chapter 3's sentences, the student learns them ({config.steps:,} steps).")
-    start, sentences = time.perf_counter(), pretraining.build_corpus().train
-    texts = sentences + distillation.word_spans(sentences, spans_per_sentence, seed=config.seed)
+    start = time.perf_counter()
     probabilities = torch.softmax(evaluation.predict_logits(teacher, teacher_tokenizer, texts, config.max_length), dim=-1)
     student = modeling.TextClassifier(encoder, teacher.num_labels, "mean", label_names=teacher.label_names, seed=config.seed)
     losses = distillation.distill(student, distillation.soft_cross_entropy, tokenizer, texts, probabilities, config)
     student.save_pretrained(path, tokenizer)
     record = {"losses": losses, "seconds": time.perf_counter() - start, "texts": len(texts)}  # seconds: labelling included
     artifacts.atomic_write_text(path / TRAINING_RECORD, json.dumps(record))  # written last: marks the save complete
-    return student.eval(), tokenizer, record
+    return student.eval(), tokenizer, {**record, "folder": path.name}
 
 
 # ----------------------------------------------------------------------------- fine-tuned classifiers
@@ -231,7 +243,7 @@ def finetuned_classifier(
 ):
     """A fine-tuned ``(TextClassifier, tokenizer, history)`` from the cache, trained (with a message) when missing.
 
-    Chapters 5, 7, 8 and 10 use the classifiers chapter 4 trains; each still runs alone. ``train_size``
+    Chapters 5, 7, 9 and 11 load classifiers that chapter 4 trains; each still runs alone. ``train_size``
     fine-tunes on a stratified subset of the training split (:func:`sftbook.data.subsample`, seed 0).
     """
     config = finetune_config(model_name, **overrides)
