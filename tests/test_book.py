@@ -1,5 +1,6 @@
 """The book's own invariants: bootstrap cells, exercises, table of contents, fresh stored outputs."""
 
+import ast
 import json
 import re
 import shutil
@@ -108,10 +109,21 @@ def edit_definition(root, module, name, body_line):
     """Append ``body_line`` to the body of the top-level function ``module.name`` in the fake repository."""
     source = root / "src" / "sftbook" / f"{module}.py"
     lines = source.read_text().splitlines()
-    tree = __import__("ast").parse("\n".join(lines))
+    tree = ast.parse("\n".join(lines))
     node = next(n for n in tree.body if getattr(n, "name", None) == name)
     lines.insert(node.end_lineno, f"    {body_line}")
     source.write_text("\n".join(lines) + "\n")
+
+
+def append_to_first_code_cell(path, text):
+    nb = nbformat.read(path, as_version=4)
+    next(c for c in nb.cells[1:] if c.cell_type == "code").source += text
+    nbformat.write(nb, path)
+
+
+def replace_in_requirements(root, old, new):
+    requirements = root / "requirements.txt"
+    requirements.write_text(requirements.read_text().replace(old, new))
 
 
 def test_stale_check_accepts_an_untouched_chapter(fake_repo):
@@ -132,14 +144,11 @@ def test_stale_check_accepts_an_untouched_chapter(fake_repo):
 def test_stale_check_names_each_changed_input(fake_repo, change, named):
     root, path = fake_repo
     if change == "code cell":
-        nb = nbformat.read(path, as_version=4)
-        next(c for c in nb.cells[1:] if c.cell_type == "code").source += "\ny = 1"
-        nbformat.write(nb, path)
+        append_to_first_code_cell(path, "\ny = 1")
     elif change == "a definition it reaches":
         edit_definition(root, "data", "load", "assert True")
     elif change == "a runtime pin":
-        requirements = root / "requirements.txt"
-        requirements.write_text(requirements.read_text().replace("torch==2.13.0", "torch==2.99.0"))
+        replace_in_requirements(root, "torch==2.13.0", "torch==2.99.0")
     elif change == "a file it read":
         (root / "results.json").write_text('{"accuracy": 0.9}')
     else:
@@ -167,16 +176,13 @@ def test_stale_check_ignores_what_the_outputs_do_not_depend_on(fake_repo, change
     elif change == "a definition it does not reach":
         edit_definition(root, "llm", "load_smollm2", "assert True")
     elif change == "a build-only pin":
-        requirements = root / "requirements.txt"
-        requirements.write_text(requirements.read_text().replace("pytest==", "pytest==0.0.1 # was "))
+        replace_in_requirements(root, "pytest==", "pytest==0.0.1 # was ")
     elif change == "a data set added":
         (root / "data" / "squad.json").write_text("{}")
         with open(root / "data" / "SHA256SUMS", "a") as f:
             f.write(f"{artifacts.sha256_file(root / 'data' / 'squad.json')}  squad.json\n")
     else:
-        nb = nbformat.read(path, as_version=4)
-        next(c for c in nb.cells[1:] if c.cell_type == "code").source += "\n# a comment changes no output"
-        nbformat.write(nb, path)
+        append_to_first_code_cell(path, "\n# a comment changes no output")
     assert book.stale_output_problems(path, repo_root=root) == []
 
 
