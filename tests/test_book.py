@@ -211,7 +211,7 @@ def test_glue_stores_numpy_scalars_as_python_numbers(monkeypatch):
 
 
 @pytest.mark.slow
-def test_execute_notebook_records_what_the_chapter_reads(tmp_path):
+def test_execute_notebook_records_what_the_chapter_reads(tmp_path, monkeypatch):
     root = tmp_path
     for name in ("src", "data"):
         shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -219,6 +219,7 @@ def test_execute_notebook_records_what_the_chapter_reads(tmp_path):
     (root / "book").mkdir()
     shutil.copy(notebooks.BOOK_DIR / "04_fine_tuning.ipynb", root / "book")
     (root / "results.json").write_text('{"accuracy": 0.8}')
+    monkeypatch.setenv("SFTBOOK_DATA_DIR", str(root / "data"))  # the kernel inherits it: it reads the copy under root
     nb = nbformat.v4.new_notebook()
     bar = {book.WIDGET_VIEW: {"model_id": "bar", "version_major": 2, "version_minor": 0}, "text/plain": "  0%|          | 0/272"}
     nb.cells = [
