@@ -36,8 +36,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from sftbook import artifacts, codegraph, data, distillation, env, evaluation, finetuning, modeling, zoo
 from sftbook.notebooks import REPO_ROOT
 
@@ -62,19 +60,6 @@ def labelled_subset(dataset, count: int, seed: int):
 def encoder_for(arm: str, seed: int):
     encoder, tokenizer = zoo.load_encoder(ARMS[arm])
     return (modeling.random_like(encoder, seed) if arm == "random" else encoder), tokenizer
-
-
-def start_head_at_probe(model, tokenizer, dataset, count: int, seed: int) -> None:
-    """Set a two-class head to the logistic regression fitted on the frozen encoder's sentence vectors of the
-    labelled subset (the mean pooling the classifier uses), so fine-tuning starts from a working classifier."""
-    subset = labelled_subset(dataset, count, seed)
-    texts = {split: list(subset[split]["text"]) for split in ("train", "validation")}
-    vectors = {split: evaluation.sentence_embeddings(model.encoder, tokenizer, texts[split], MAX_LENGTH) for split in texts}
-    probe = evaluation.fit_logistic(vectors["train"], list(subset["train"]["label"]), vectors["validation"], list(subset["validation"]["label"]))
-    weight, bias = torch.from_numpy(probe.coef_[0]).float(), float(probe.intercept_[0])
-    with torch.no_grad():  # softmax over (-z/2, z/2) is the sigmoid of z = w·x + b
-        model.classifier.weight.copy_(torch.stack([-weight / 2, weight / 2]))
-        model.classifier.bias.copy_(torch.tensor([-bias / 2, bias / 2]))
 
 
 def fine_tune_run(model, tokenizer, dataset, count: int, learning_rate: float, seed: int) -> dict:
@@ -156,7 +141,8 @@ def arm_run(head: str, rate: float, seed: int, arm: str, count: int, dataset) ->
     encoder, tokenizer = encoder_for(arm, seed)
     model = modeling.TextClassifier(encoder, 2, "mean", label_names=dataset["train"].features["label"].names, seed=seed)
     if head == "probe":
-        start_head_at_probe(model, tokenizer, dataset, count, seed)
+        subset = labelled_subset(dataset, count, seed)
+        finetuning.start_head_at_probe(model, tokenizer, subset["train"], subset["validation"], MAX_LENGTH)
     return fine_tune_run(model, tokenizer, dataset, count, rate, seed)
 
 

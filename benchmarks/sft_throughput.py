@@ -1,6 +1,6 @@
 """Chapter 8's LoRA SFT run, ours against TRL's SFTTrainer + peft, on the same examples in one process.
 
-Like for like: the chapter's settings (``llm.SFTConfig``: LoRA rank, alpha and layers, batch, learning
+Like for like: the chapter's settings (``sft.SFTConfig``: LoRA rank, alpha and layers, batch, learning
 rate with warm-up and linear decay), float32, answer-only loss, no activation checkpointing. Then TRL with
 its own defaults (bf16 autocast and activation checkpointing on), for a few steps. Prints samples per second and the ratios, and writes them to
 benchmarks/sft_results.json (which the status page shows).
@@ -24,27 +24,27 @@ import peft
 import trl
 from transformers import TrainerCallback
 
-from sftbook import env, llm
+from sftbook import env, llm, lora, sft
 from sftbook.status import SFT_BENCHMARK_RESULTS
 
-RECIPE = llm.SFTConfig()  # the chapter's settings
+RECIPE = sft.SFTConfig()  # the chapter's settings
 BATCH, RANK, ALPHA, TOP_LAYERS, LR = RECIPE.batch_size, RECIPE.r, RECIPE.alpha, RECIPE.top_layers, RECIPE.learning_rate
 
 
 def ours(model, tokenizer, examples, steps: int) -> float:
     config = dataclasses.replace(RECIPE, steps=steps + 1)
-    history = llm.train_lora(copy.deepcopy(model), tokenizer, examples, config, progress=False).history
+    history = sft.train_lora(copy.deepcopy(model), tokenizer, examples, config, progress=False).history
     return steps * BATCH / (history[-1]["seconds"] - history[0]["seconds"])  # the first step warms up
 
 
 def trl_run(model, tokenizer, examples, steps: int, like_for_like: bool) -> float:
     rows = [{"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": a}]} for p, a in examples]
     layers = model.config.num_hidden_layers
-    lora = peft.LoraConfig(
+    peft_config = peft.LoraConfig(
         r=RANK,
         lora_alpha=ALPHA,
         lora_dropout=0.0,
-        target_modules=list(llm.LORA_TARGETS),
+        target_modules=list(lora.LORA_TARGETS),
         layers_to_transform=list(range(layers - TOP_LAYERS, layers)),
     )
     settings = (
@@ -65,7 +65,7 @@ def trl_run(model, tokenizer, examples, steps: int, like_for_like: bool) -> floa
             **settings,
         )
         trainer = trl.SFTTrainer(
-            copy.deepcopy(model), args=config, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer, peft_config=lora
+            copy.deepcopy(model), args=config, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft_config
         )
         marks = []
 
@@ -86,7 +86,7 @@ def main() -> None:
     env.configure_environment()
     env.set_seed(0)
     model, tokenizer = llm.load_smollm2()
-    examples = llm.instruction_data().train[: BATCH * (args.steps + 1)]
+    examples = sft.instruction_data().train[: BATCH * (args.steps + 1)]
     results = {
         "ours": ours(model, tokenizer, examples, args.steps),
         "TRL, like for like": trl_run(model, tokenizer, examples, args.steps, like_for_like=True),

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,8 @@ from conftest import REPO_ROOT
 from toys import toy_chat_tokenizer, toy_dataset, toy_encoder, toy_llama
 from transformers import BertForMaskedLM
 
-from sftbook import applications, attention, data, env, evaluation, finetuning, llm, modeling, pretraining, retrieval, translation, zoo
+from sftbook import applications, attention, data, env, evaluation, finetuning, llm, lora, modeling, pretraining, retrieval, sft, translation, zoo
+from sftbook.cli import main
 from sftbook.errors import SftbookError
 from sftbook.tokenization import train_wordpiece
 
@@ -159,10 +158,10 @@ CASES = [
     ),
     ("empty corpus for a tokenizer", lambda ws: train_wordpiece([], vocab_size=100), "empty"),
     ("saving over a folder that is not a classifier", save_over_other_folder, "refusing to replace it. Choose a new folder"),
-    ("JSONL row without an answer", lambda ws: llm.read_jsonl(write(ws, "sft.jsonl", '{"prompt": "hi"}\n')), 'line 1 has no "answer"'),
-    ("JSONL row with an empty answer", lambda ws: llm.read_jsonl(write(ws, "sft.jsonl", '{"prompt": "hi", "answer": " "}\n')), "empty answer"),
-    ("prompt longer than the context", lambda ws: llm.sft_features(toy_chat_tokenizer(), "word " * 300, "yes", 128), "over max_length=128"),
-    ("adapter folder that is not one", lambda ws: llm.load_adapter(toy_llama(toy_chat_tokenizer()), ws.root), "not a LoRA adapter"),
+    ("JSONL row without an answer", lambda ws: data.read_jsonl(write(ws, "sft.jsonl", '{"prompt": "hi"}\n')), 'line 1 has no "answer"'),
+    ("JSONL row with an empty answer", lambda ws: data.read_jsonl(write(ws, "sft.jsonl", '{"prompt": "hi", "answer": " "}\n')), "empty answer"),
+    ("prompt longer than the context", lambda ws: sft.sft_features(toy_chat_tokenizer(), "word " * 300, "yes", 128), "over max_length=128"),
+    ("adapter folder that is not one", lambda ws: lora.load_adapter(toy_llama(toy_chat_tokenizer()), ws.root), "not a LoRA adapter"),
     ("GGUF whose sha256 does not match", lambda ws: llm.verify_gguf(write(ws, "model.gguf", "not a model")), "Checksum mismatch.*reinstall"),
     ("hub unreachable: base LLM", lambda ws: llm.load_base_smollm2(), "use load_smollm2"),
 ]
@@ -211,8 +210,18 @@ def test_no_saved_work_is_lost(ws):
     assert snapshot(folder) == before  # loading a corrupt save never deletes or rewrites it
 
 
-def run_cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sftbook", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """``sftbook ARGS`` run in this process, from the repository root: (exit code, stdout, stderr). Starting a
+    Python per case cost seconds each; ``python -m sftbook`` itself is run as a process in test_cli."""
+    monkeypatch.chdir(REPO_ROOT)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
 
 
 CLI_CASES = [
@@ -226,31 +235,27 @@ CLI_CASES = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name, args, message", CLI_CASES, ids=[c[0] for c in CLI_CASES])
-def test_cli_bad_input_is_one_line_without_traceback(name, args, message):
-    result = run_cli(*args)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr
-    assert "Traceback" not in result.stderr and FIX.search(lines[-1])
+def test_cli_bad_input_is_one_line_without_traceback(run_cli, name, args, message):
+    code, _, stderr = run_cli(*args)  # an exception other than SftbookError would fail the test with its traceback
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr
+    assert FIX.search(lines[0])
 
 
-@pytest.mark.slow
-def test_cli_refuses_a_bad_output_folder_before_training(tmp_path):
+def test_cli_refuses_a_bad_output_folder_before_training(run_cli, tmp_path):
     precious = tmp_path / "results"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    result = run_cli("finetune", "--model", "tiny", "--dataset", "sst2", "--out", str(precious))
-    assert result.returncode == 2 and "refusing to replace it" in result.stderr
-    assert "fine-tuning" not in result.stdout + result.stderr  # refused before any training
+    code, stdout, stderr = run_cli("finetune", "--model", "tiny", "--dataset", "sst2", "--out", str(precious))
+    assert code == 2 and "refusing to replace it" in stderr
+    assert "fine-tuning" not in stdout + stderr  # refused before any training
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.slow
-def test_cli_predict_reads_a_non_utf8_file_with_a_clear_error(tmp_path):
+def test_cli_predict_reads_a_non_utf8_file_with_a_clear_error(run_cli, tmp_path):
     path = tmp_path / "reviews.txt"
     path.write_bytes(b"caf\xe9\n")
-    result = run_cli("predict", "--model", str(tmp_path), "--file", str(path))
-    assert result.returncode == 2 and "is not UTF-8" in result.stderr and "iconv" in result.stderr
-    assert "Traceback" not in result.stderr
+    code, _, stderr = run_cli("predict", "--model", str(tmp_path), "--file", str(path))
+    assert code == 2 and "is not UTF-8" in stderr and "iconv" in stderr

@@ -27,12 +27,17 @@ def test_length_grouped_batches_depend_only_on_the_generator():
         batching.length_grouped_batches(lengths, 0, torch.Generator())
 
 
-def test_pad_batch():
+def test_pad_batch_pads_on_the_right_and_labels_padding_with_the_ignore_index():
     batch = batching.pad_batch([[5, 6, 7], [8]], pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert "labels" not in batch
+    labelled = batching.pad_batch([[5, 6, 7], [8]], pad_id=0, labels=[[-100, 6, 7], [8]])
+    assert labelled["labels"].tolist() == [[-100, 6, 7], [8, batching.IGNORE_INDEX, batching.IGNORE_INDEX]]
     with pytest.raises(SftbookError, match="empty batch"):
         batching.pad_batch([], 0)
+    with pytest.raises(SftbookError, match="labels of its own length"):
+        batching.pad_batch([[5, 6, 7], [8]], 0, labels=[[5, 6], [8]])
 
 
 def test_epoch_batches_differ_by_epoch_and_seed_and_repeat_exactly():

@@ -5,7 +5,7 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from sftbook import llm
+from sftbook import lora
 from sftbook.cli import main
 
 
@@ -48,7 +48,7 @@ def test_sft_trains_an_adapter_that_chat_then_answers_with(tmp_path, capsys):
     assert main(["sft", "--data", str(examples), "--out", str(adapter), "--steps", "6", "--lr", "5e-3"]) == 0
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{\n") :])
-    assert summary["steps"] == 6 and summary["examples"] == 8 and (adapter / llm.ADAPTER_CONFIG).is_file()
+    assert summary["steps"] == 6 and summary["examples"] == 8 and (adapter / lora.ADAPTER_CONFIG).is_file()
     assert main(["chat", question, "--adapter", str(adapter), "--max-new-tokens", "8"]) == 0
     after = capsys.readouterr().out.strip()
     assert "pineapple" not in before.lower() and after.lower().startswith("pineapple")

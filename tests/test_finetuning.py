@@ -255,12 +255,25 @@ def test_per_class_scores_by_hand():
     assert metrics.scores([0, 1, 1, 1, 0], [0, 0, 1, 1, 2], 3)["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)
 
 
-def test_tiny_classifiers_are_keyed_on_the_pretrained_checkpoint(tokenizer, tmp_path, monkeypatch):
-    """Chapter 3 re-pretrains on every run; a classifier fine-tuned from an older checkpoint is not reused."""
+def test_classifiers_are_keyed_on_the_weights_they_start_from(tokenizer, tmp_path, monkeypatch):
+    """Chapter 3 re-pretrains on every run: a classifier fine-tuned from other weights is not reused; the same weights are."""
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
-    monkeypatch.setattr(zoo, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
     monkeypatch.setattr(data, "load", lambda name: toy_dataset())
-    for fingerprint in ("checkpoint-a", "checkpoint-b"):
-        monkeypatch.setattr(zoo, "checkpoint_fingerprint", lambda config=None, build=True, f=fingerprint: f)
+    encoders = [toy_encoder(tokenizer), toy_encoder(tokenizer), modeling.random_like(toy_encoder(tokenizer), seed=1)]
+    for encoder in encoders:
+        monkeypatch.setattr(zoo, "load_encoder", lambda name, e=encoder: (e, tokenizer))
         zoo.finetuned_classifier("tiny", "sst2", epochs=1, batch_size=4)
     assert len(list(tmp_path.glob("finetuned-tiny-sst2-*"))) == 2
+
+
+def test_a_head_started_at_the_probe_predicts_what_the_probe_predicts(tokenizer):
+    data = toy_dataset(16)
+    model = modeling.TextClassifier(toy_encoder(tokenizer), 2, "mean")
+    finetuning.start_head_at_probe(model, tokenizer, data["train"], data["validation"], max_length=16)
+    texts = list(data["test"]["text"])
+    vectors = evaluation.sentence_embeddings(model.encoder, tokenizer, texts, 16)
+    probe = evaluation.fit_logistic(vectors, list(data["train"]["label"]), vectors, list(data["validation"]["label"]))
+    logits = evaluation.predict_logits(model, tokenizer, texts, 16)
+    assert logits.argmax(-1).tolist() == probe.predict(vectors).tolist()
+    with pytest.raises(SftbookError, match="The probe has 2 classes and the head 3"):
+        finetuning.start_head_at_probe(modeling.TextClassifier(toy_encoder(tokenizer), 3), tokenizer, data["train"], data["validation"], 16)

@@ -52,3 +52,13 @@ def test_mlm_flops_count_the_vocabulary_projection_at_masked_tokens_only():
     flops = scaling.mlm_training_flops(model, tokens, 0.15)
     assert flops == pytest.approx(6 * encoder * tokens + 6 * head * 0.15 * tokens)
     assert flops > 2 * landmarks.training_flops(encoder, tokens)  # for nano the head is most of the arithmetic
+
+
+def test_scale_plot_writes_every_name_without_overlapping_another():
+    fig = plotting.scale_plot(landmarks.LANDMARK_MODELS, highlight={"this chapter": (6e6, 1.5e6)})
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [text.get_window_extent(renderer) for text in ax.texts]
+        assert len(boxes) >= len(landmarks.LANDMARK_MODELS)
+        assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a.overlaps(b)]
+    fig.clf()

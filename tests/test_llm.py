@@ -8,7 +8,7 @@ import pytest
 import torch
 from toys import SMOLLM2_CHAT_TEMPLATE, toy_chat_tokenizer, toy_llama
 
-from sftbook import llm, zoo
+from sftbook import batching, data, decoding, llm, lora, retrieval, sft, zoo
 from sftbook.env import SCALE_VARIABLE
 from sftbook.errors import HubUnavailableError, SftbookError
 
@@ -39,28 +39,28 @@ def test_few_shot_examples_are_earlier_turns_of_the_conversation(tokenizer):
         "<|im_start|>user\nIs 'great' positive or negative?<|im_end|>\n<|im_start|>assistant\npositive<|im_end|>\n"
         "<|im_start|>user\nIs 'dull' positive or negative?<|im_end|>\n<|im_start|>assistant\n"
     )
-    features = llm.sft_features(
+    features = sft.sft_features(
         tokenizer, "Is 'dull' positive or negative?", "negative", 256, shots=[("Is 'great' positive or negative?", "positive")]
     )
-    first, end = llm.answer_span(features, tokenizer.eos_token_id)
+    first, end = sft.answer_span(features, tokenizer.eos_token_id)
     assert tokenizer.decode(features["input_ids"][first:end]) == "negative<|im_end|>"  # the example's answer is not a label
 
 
 def test_sft_features_label_the_answer_and_its_end_only(tokenizer):
-    features = llm.sft_features(tokenizer, "Is this review positive or negative?", "positive", max_length=128)
+    features = sft.sft_features(tokenizer, "Is this review positive or negative?", "positive", max_length=128)
     ids, labels = features["input_ids"], features["labels"]
-    answer_start = labels.index(next(label for label in labels if label != llm.IGNORE_INDEX))
-    assert all(label == llm.IGNORE_INDEX for label in labels[:answer_start])
+    answer_start = labels.index(next(label for label in labels if label != batching.IGNORE_INDEX))
+    assert all(label == batching.IGNORE_INDEX for label in labels[:answer_start])
     assert labels[answer_start:] == ids[answer_start:]
     assert tokenizer.decode(ids[answer_start:]) == "positive<|im_end|>\n"  # the model also learns to stop
     assert tokenizer.decode(ids[:answer_start]) == llm.chat_prompt(tokenizer, "Is this review positive or negative?")
 
 
 def test_sft_features_label_every_token_when_asked(tokenizer):
-    masked = llm.sft_features(tokenizer, "Is this review positive or negative?", "positive", max_length=128)
-    everything = llm.sft_features(tokenizer, "Is this review positive or negative?", "positive", max_length=128, answer_only=False)
+    masked = sft.sft_features(tokenizer, "Is this review positive or negative?", "positive", max_length=128)
+    everything = sft.sft_features(tokenizer, "Is this review positive or negative?", "positive", max_length=128, answer_only=False)
     assert everything["input_ids"] == masked["input_ids"] == everything["labels"]
-    assert masked["labels"].count(llm.IGNORE_INDEX) > 0 and everything["labels"].count(llm.IGNORE_INDEX) == 0
+    assert masked["labels"].count(batching.IGNORE_INDEX) > 0 and everything["labels"].count(batching.IGNORE_INDEX) == 0
 
 
 @pytest.mark.parametrize(
@@ -70,26 +70,26 @@ def test_sft_features_label_every_token_when_asked(tokenizer):
 )
 def test_sft_features_refuse_bad_examples(tokenizer, prompt, answer, max_length, message):
     with pytest.raises(SftbookError, match=message):
-        llm.sft_features(tokenizer, prompt, answer, max_length)
+        sft.sft_features(tokenizer, prompt, answer, max_length)
 
 
 def test_padding_is_never_a_label(tokenizer):
     features = [
-        llm.sft_features(tokenizer, p, a, 128) for p, a in [("Is this review positive or negative?", "negative"), ("hi", "three hundred twenty one")]
+        sft.sft_features(tokenizer, p, a, 128) for p, a in [("Is this review positive or negative?", "negative"), ("hi", "three hundred twenty one")]
     ]
-    batch = llm.pad_sft_batch(features, tokenizer.pad_token_id)
+    batch = sft.pad_features(features, tokenizer.pad_token_id)
     width = batch["input_ids"].shape[1]
     for row, feature in enumerate(features):
         n = len(feature["input_ids"])
         assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
-        assert batch["labels"][row, n:].eq(llm.IGNORE_INDEX).all()
+        assert batch["labels"][row, n:].eq(batching.IGNORE_INDEX).all()
     with pytest.raises(SftbookError, match="empty batch"):
-        llm.pad_sft_batch([], 0)
+        sft.pad_features([], 0)
 
 
 def test_greedy_decoding_by_hand_matches_generate_token_for_token(tokenizer, model):
     ids = tokenizer(llm.chat_prompt(tokenizer, "hi"), add_special_tokens=False, return_tensors="pt")["input_ids"]
-    ours = llm.greedy_decode(model, ids, max_new_tokens=12, eos_token_id=-1)
+    ours = decoding.greedy_decode(llm.cached_step(model), ids, 12, eos_id=-1)[0].tolist()  # -1: never stops early
     theirs = model.generate(
         ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12, eos_token_id=None, pad_token_id=tokenizer.pad_token_id
     )
@@ -97,10 +97,10 @@ def test_greedy_decoding_by_hand_matches_generate_token_for_token(tokenizer, mod
 
 
 def test_lora_starts_from_the_pretrained_model_and_trains_only_its_matrices(tokenizer, model):
-    batch = llm.pad_sft_batch([llm.sft_features(tokenizer, "hi", "positive", 256)], tokenizer.pad_token_id)
+    batch = sft.pad_features([sft.sft_features(tokenizer, "hi", "positive", 256)], tokenizer.pad_token_id)
     with torch.no_grad():
         before = model(**batch).logits
-    wrapped = llm.add_lora(model, r=4, alpha=8, layers=[1])
+    wrapped = lora.add_lora(model, r=4, alpha=8, layers=[1])
     assert wrapped == [
         f"model.layers.1.{part}"
         for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -108,70 +108,70 @@ def test_lora_starts_from_the_pretrained_model_and_trains_only_its_matrices(toke
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, before)  # B = 0: the same function as before
     trainable = {name: p.numel() for name, p in model.named_parameters() if p.requires_grad}
-    expected = sum(4 * (m.base.in_features + m.base.out_features) for m in llm.lora_modules(model).values())
+    expected = sum(4 * (m.base.in_features + m.base.out_features) for m in lora.lora_modules(model).values())
     assert sum(trainable.values()) == expected and all("lora_" in name for name in trainable)
     with pytest.raises(SftbookError, match="No linear layer named"):
-        llm.add_lora(toy_llama(tokenizer), targets=("attention",))
+        lora.add_lora(toy_llama(tokenizer), targets=("attention",))
     with pytest.raises(SftbookError, match="rank r=0"):
-        llm.add_lora(toy_llama(tokenizer), r=0)
+        lora.add_lora(toy_llama(tokenizer), r=0)
 
 
 def randomise_lora(model, seed=1):
     generator = torch.Generator().manual_seed(seed)
-    for module in llm.lora_modules(model).values():
+    for module in lora.lora_modules(model).values():
         module.lora_B.data = torch.randn(module.lora_B.shape, generator=generator) * 0.1
 
 
 def test_our_lora_matches_peft_with_the_same_matrices(tokenizer, model):
     peft = pytest.importorskip("peft")
     reference = copy.deepcopy(model)
-    llm.add_lora(model, r=4, alpha=8)
+    lora.add_lora(model, r=4, alpha=8)
     randomise_lora(model)
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(llm.LORA_TARGETS), lora_dropout=0.0)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(lora.LORA_TARGETS), lora_dropout=0.0)
     theirs = peft.get_peft_model(reference, config)
-    for name, module in llm.lora_modules(model).items():
+    for name, module in lora.lora_modules(model).items():
         layer = theirs.base_model.model.get_submodule(name)
         layer.lora_A["default"].weight.data.copy_(module.lora_A)
         layer.lora_B["default"].weight.data.copy_(module.lora_B)
-    batch = llm.pad_sft_batch([llm.sft_features(tokenizer, "Is this review positive or negative?", "negative", 256)], tokenizer.pad_token_id)
+    batch = sft.pad_features([sft.sft_features(tokenizer, "Is this review positive or negative?", "negative", 256)], tokenizer.pad_token_id)
     with torch.no_grad():
         difference = (model(**batch).logits - theirs(**batch).logits).abs().max().item()
     assert difference < 1e-5
 
 
 def test_merging_keeps_the_outputs_and_removes_the_extra_layers(tokenizer, model):
-    llm.add_lora(model, r=4, alpha=8)
+    lora.add_lora(model, r=4, alpha=8)
     randomise_lora(model)
-    batch = llm.pad_sft_batch([llm.sft_features(tokenizer, "hi", "three hundred twenty one", 256)], tokenizer.pad_token_id)
+    batch = sft.pad_features([sft.sft_features(tokenizer, "hi", "three hundred twenty one", 256)], tokenizer.pad_token_id)
     with torch.no_grad():
         adapted = model(**batch).logits
-        merged = llm.merge_lora(model)(**batch).logits
-    assert not llm.lora_modules(model) and (adapted - merged).abs().max() < 1e-5
+        merged = lora.merge_lora(model)(**batch).logits
+    assert not lora.lora_modules(model) and (adapted - merged).abs().max() < 1e-5
 
 
 def test_adapter_round_trip_and_refusals(tokenizer, model, tmp_path):
-    llm.add_lora(model, r=4, alpha=8, layers=[0])
+    lora.add_lora(model, r=4, alpha=8, layers=[0])
     randomise_lora(model)
-    folder = llm.save_adapter(model, tmp_path / "adapter")
-    assert json.loads((folder / llm.ADAPTER_CONFIG).read_text())["layers"] == [0]
+    folder = lora.save_adapter(model, tmp_path / "adapter")
+    assert json.loads((folder / lora.ADAPTER_CONFIG).read_text())["layers"] == [0]
     fresh = toy_llama(tokenizer)
-    llm.load_adapter(fresh, folder)
-    batch = llm.pad_sft_batch([llm.sft_features(tokenizer, "hi", "positive", 256)], tokenizer.pad_token_id)
+    lora.load_adapter(fresh, folder)
+    batch = sft.pad_features([sft.sft_features(tokenizer, "hi", "positive", 256)], tokenizer.pad_token_id)
     with torch.no_grad():
         assert torch.allclose(fresh(**batch).logits, model(**batch).logits)
     with pytest.raises(SftbookError, match="not a LoRA adapter"):
-        llm.load_adapter(toy_llama(tokenizer), tmp_path)
-    (folder / llm.ADAPTER_WEIGHTS).write_bytes(b"junk")
+        lora.load_adapter(toy_llama(tokenizer), tmp_path)
+    (folder / lora.ADAPTER_WEIGHTS).write_bytes(b"junk")
     with pytest.raises(SftbookError, match="does not fit this model or is corrupt"):
-        llm.load_adapter(toy_llama(tokenizer), folder)
+        lora.load_adapter(toy_llama(tokenizer), folder)
     with pytest.raises(SftbookError, match="no LoRA layers"):
-        llm.save_adapter(toy_llama(tokenizer), tmp_path / "empty")
+        lora.save_adapter(toy_llama(tokenizer), tmp_path / "empty")
 
 
 def test_training_lowers_the_answer_loss_and_leaves_the_base_weights_alone(tokenizer, model):
     base = {name: p.detach().clone() for name, p in model.named_parameters()}
     examples = [("Is this review positive or negative?", "positive"), ("Translate 三百二十一 into English.", "three hundred twenty one")] * 8
-    result = llm.train_lora(model, tokenizer, examples, llm.SFTConfig(steps=30, batch_size=4, learning_rate=1e-2, top_layers=1), progress=False)
+    result = sft.train_lora(model, tokenizer, examples, sft.SFTConfig(steps=30, batch_size=4, learning_rate=1e-2, top_layers=1), progress=False)
     losses = [h["loss"] for h in result.history]
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
     assert result.history[-1]["examples seen"] == 30 * 4
@@ -221,7 +221,7 @@ def test_answer_only_labels_are_trl_s_labels(tokenizer, model, tmp_path):
     config = trl.SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to="none", max_length=128, bf16=False)
     trainer = trl.SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)
     for (prompt, answer), theirs in zip(pairs, trainer.train_dataset):
-        ours = llm.sft_features(tokenizer, prompt, answer, 128)
+        ours = sft.sft_features(tokenizer, prompt, answer, 128)
         assert ours["input_ids"] == theirs["input_ids"]
         assert ours["labels"] == theirs["labels"]  # -100 on the same prompt tokens
 
@@ -229,7 +229,7 @@ def test_answer_only_labels_are_trl_s_labels(tokenizer, model, tmp_path):
 def test_jsonl_examples_are_checked_line_by_line(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text('{"prompt": "hi", "answer": "hello"}\n\n{"prompt": "2+2?", "answer": "four"}\n')
-    assert llm.read_jsonl(good) == [("hi", "hello"), ("2+2?", "four")]
+    assert data.read_jsonl(good) == [("hi", "hello"), ("2+2?", "four")]
     for text, message in [
         ("{not json\n", "line 1 is not JSON"),
         ('{"prompt": "hi"}\n', 'line 1 has no "answer"'),
@@ -238,9 +238,9 @@ def test_jsonl_examples_are_checked_line_by_line(tmp_path):
         bad = tmp_path / "bad.jsonl"
         bad.write_text(text)
         with pytest.raises(SftbookError, match=message):
-            llm.read_jsonl(bad)
+            data.read_jsonl(bad)
     with pytest.raises(SftbookError, match="No file"):
-        llm.read_jsonl(tmp_path / "missing.jsonl")
+        data.read_jsonl(tmp_path / "missing.jsonl")
 
 
 def test_missing_or_altered_model_files_are_one_clear_error(tmp_path, monkeypatch):
@@ -272,22 +272,22 @@ def test_the_real_smollm2_loads_converts_once_and_answers():
 def test_sentiment_labels_take_either_capitalisation():
     # columns: negative, positive, Negative, Positive
     scores = torch.tensor([[2.0, 1.0, 0.0, 3.0], [2.0, 1.0, 0.0, 0.0], [0.0, 1.0, 5.0, 0.0]])
-    assert llm.sentiment_labels(scores).tolist() == [1, 0, 0]
-    assert llm.SCORED_WORDS[:2] == llm.LABEL_WORDS
+    assert sft.sentiment_labels(scores).tolist() == [1, 0, 0]
+    assert sft.SCORED_WORDS[:2] == sft.LABEL_WORDS
 
 
 def test_question_prompt_numbers_the_passages_and_refuses_an_empty_question():
-    closed = llm.question_prompt("What is LoRA?")
+    closed = retrieval.question_prompt("What is LoRA?")
     assert "Passage" not in closed and closed.endswith("Question: What is LoRA?")
-    with_passages = llm.question_prompt("What is LoRA?", ["First passage.", "Second passage."])
+    with_passages = retrieval.question_prompt("What is LoRA?", ["First passage.", "Second passage."])
     assert "Passage 1: First passage.\n\nPassage 2: Second passage." in with_passages
     with pytest.raises(SftbookError, match="question is empty"):
-        llm.question_prompt("  ")
+        retrieval.question_prompt("  ")
 
 
 def test_instruction_data_records_every_number_it_trains_on():
-    tasks = llm.instruction_data(sentiment_train=4, numeral_train=20, sentiment_test=4, numeral_test=5)
-    trained = {en for prompt, en in tasks.train if prompt.startswith(llm.NUMERAL_PROMPT.split("{")[0])}
+    tasks = sft.instruction_data(sentiment_train=4, numeral_train=20, sentiment_test=4, numeral_test=5)
+    trained = {en for prompt, en in tasks.train if prompt.startswith(sft.NUMERAL_PROMPT.split("{")[0])}
     assert len(tasks.numbers_seen) == 24 and len(trained) == 20
     held_out = {en for _, en in tasks.numeral_test}
     assert held_out.isdisjoint(trained)
@@ -296,7 +296,7 @@ def test_instruction_data_records_every_number_it_trains_on():
 def test_the_sft_adapter_is_cached_with_its_history_and_reused(tokenizer, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
     monkeypatch.setenv(SCALE_VARIABLE, "reduced")  # the reduced instruction data: seconds with the toy model
-    config = llm.SFTConfig(steps=2, batch_size=2, top_layers=1, r=2, max_length=512)  # the toy tokenizer spells reviews out long
+    config = sft.SFTConfig(steps=2, batch_size=2, top_layers=1, r=2, max_length=512)  # the toy tokenizer spells reviews out long
     with pytest.raises(SftbookError, match="08_instruction_tuning"):
         zoo.instruction_tuned_smollm2(toy_llama(tokenizer), tokenizer, config, build=False)
     trained_model = toy_llama(tokenizer)

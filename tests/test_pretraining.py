@@ -212,24 +212,16 @@ def test_the_pretraining_key_covers_every_function_a_real_pretraining_run_calls(
     assert called - codegraph.reachable([codegraph.entry_point(e) for e in zoo.PRETRAINING_CODE]) == set()
 
 
-KEY_FIX_PENDING = (
-    "issue 22, item 1: fixing the classifier's key re-keys every cached model and stales chapters 3-11, which must be "
-    "re-executed with it (about 2 hours on the slower CPU kind, cold)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=f"{KEY_FIX_PENDING}; zoo.FINETUNING_CODE misses zoo.finetune_config and env.get_device")
-def test_the_classifier_key_covers_every_function_a_real_fine_tuning_calls(tmp_path, monkeypatch):
-    monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
+def test_the_classifier_key_covers_every_function_a_real_fine_tuning_calls(tmp_path):
+    """The classifier's key hashes the code :data:`zoo.FINETUNING_CODE` reaches; a traced run must call nothing outside it."""
     tokenizer = toy_tokenizer()
-    monkeypatch.setattr(zoo, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))  # a toy in place of MiniLM
-    run = lambda: zoo.finetuned_classifier("minilm", "sst2", train_size=16, epochs=1, batch_size=8)
-    called = codegraph.called_definitions(run) - {("zoo", "finetuned_classifier")}  # the function that computes the key
-    assert ("finetuning", "fine_tune") in called
+    config = zoo.finetune_config("minilm", epochs=1, batch_size=8)
+    run = lambda: zoo.train_classifier(toy_encoder(tokenizer), tokenizer, "sst2", "mean", config, 16, tmp_path / "clf")
+    called = codegraph.called_definitions(run)
+    assert {("data", "load"), ("finetuning", "fine_tune"), ("modeling", "TextClassifier")} <= called
     assert called - codegraph.reachable([codegraph.entry_point(e) for e in zoo.FINETUNING_CODE]) == set()
 
 
-@pytest.mark.xfail(strict=True, reason=f"{KEY_FIX_PENDING}; the scale shrinks the data (data.load) but is not in the key")
 def test_the_same_classifier_at_the_two_scales_gets_two_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
     keys = []

@@ -86,7 +86,7 @@ def test_a_short_run_learns_and_greedy_decoding_beats_chance():
         T.TranslationConfig(train_size=2000, test_size=100, d_model=32, heads=2, layers=1, steps=300, batch_size=32), progress=False
     )
     assert run.history[-1]["loss"] < 0.5 * run.history[0]["loss"]
-    predictions = T.greedy_decode(run.model, [zh for zh, _, _ in run.test])
+    predictions = T.translate(run.model, [zh for zh, _, _ in run.test])
     assert len(predictions) == 100 and all(isinstance(p, str) for p in predictions)
     words = [w for p in predictions for w in p.split()]
     assert words and set(words) <= set(T.TARGET_VOCAB.tokens)

@@ -17,15 +17,16 @@ __version__ = "0.1.0"
 # floor: the modules on it (a module may import only modules on lower floors)
 FLOORS: dict[int, tuple[str, ...]] = {
     0: ("errors", "codegraph"),  # what every deliberate error is; which code an artifact or chapter runs
-    1: ("env", "artifacts"),  # device, seeds, scale, progress; checksums, cache keys, atomic writes, checkpoints
-    2: ("data", "tokenization", "batching", "metrics", "optimization", "landmarks", "notebooks", "applications", "formatting"),
-    3: ("ngram", "attention", "losses", "modeling"),  # what chapters 2, 5, 6 and 7 derive
-    4: ("evaluation", "pretraining", "translation"),  # using encoders; training from scratch
-    5: ("finetuning", "distillation", "llm", "retrieval"),  # fine-tuning classifiers and an LLM; teachers; sentence vectors
-    6: ("zoo",),  # the book's models by name, trained once and cached
-    7: ("scaling",),  # chapter 10's study
-    8: ("book", "status", "plotting"),  # provenance and glue, the status page, figures
-    9: ("cli",),
+    1: ("env",),  # device, seeds, scale, progress
+    2: ("artifacts",),  # checksums, cache keys, atomic writes, checkpoints
+    3: ("data", "tokenization", "batching", "decoding", "metrics", "optimization", "landmarks", "notebooks", "applications", "formatting"),
+    4: ("ngram", "attention", "losses", "modeling", "lora", "llm"),  # what chapters 2, 5, 6, 7 and 8 derive; the chat LLM
+    5: ("evaluation", "pretraining", "translation"),  # using encoders; training from scratch
+    6: ("finetuning", "distillation", "sft", "retrieval"),  # fine-tuning classifiers and an LLM; teachers; sentence vectors
+    7: ("zoo",),  # the book's models by name, trained once and cached
+    8: ("scaling",),  # chapter 10's study
+    9: ("book", "status", "plotting"),  # provenance and glue, the status page, figures
+    10: ("cli",),
 }
 FLOOR_OF: dict[str, int] = {name: floor for floor, names in FLOORS.items() for name in names}
 

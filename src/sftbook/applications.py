@@ -47,7 +47,7 @@ APPLICATIONS: dict[str, Application] = {
         "router: MiniLM fine-tuned here on TREC; retriever: MiniLM as released; reader: SmolLM2-Instruct as released",
         "a 6-way question-type head; cosine similarity of question and passage vectors; the LLM reads the passages and answers",
         "retrieval finds the passages that hold the answer; the reader turns them into an answer",
-        "zoo.finetuned_classifier('minilm', 'trec'); retrieval.PassageIndex; llm.question_prompt",
+        "zoo.finetuned_classifier('minilm', 'trec'); retrieval.PassageIndex; retrieval.question_prompt",
         "retrieval hit@1 and hit@3; answer exact match and containment, with and without retrieval",
     ),
 }

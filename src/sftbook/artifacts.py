@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -24,6 +23,8 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
+from sftbook import codegraph
+from sftbook.env import scale
 from sftbook.errors import SftbookError
 
 CHECKPOINT = "checkpoint"
@@ -54,14 +55,16 @@ def texts_fingerprint(texts: list[str]) -> str:
 
 
 def cache_key(settings: Any, code: tuple = (), length: int = 12) -> str:
-    """A short hash of what determines an artifact: JSON-able ``settings``, the source of the modules and
-    functions in ``code``, and the versions of the libraries that compute it (torch, transformers,
-    tokenizers). Change any of them and the artifact is rebuilt; change anything else and it is kept."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for obj in code:
-        digest.update(inspect.getsource(obj).encode())
-    digest.update(f"{torch.__version__} {transformers.__version__} {tokenizers.__version__}".encode())
-    return digest.hexdigest()[:length]
+    """A short hash of what determines an artifact: JSON-able ``settings``; the code in ``code`` (the
+    package's functions, classes or modules that compute it) with every definition they reach, each in its
+    normal form (:mod:`sftbook.codegraph`: a docstring or comment changes nothing); the scale, when that code
+    reads it (:func:`sftbook.env.scale`); and the versions of the libraries that compute it (torch,
+    transformers, tokenizers). Change any of them and the artifact is rebuilt; change anything else and it is kept."""
+    # naming an artifact computes none of it: a function that computes a key reaches this one, not the code it names
+    fingerprint, reached = codegraph.code_fingerprint(code, exclude=frozenset({("artifacts", "cache_key")})) if code else ("", set())
+    scale_read = scale() if ("env", "scale") in reached else None
+    versions = f"{torch.__version__} {transformers.__version__} {tokenizers.__version__}"
+    return hashlib.sha256(json.dumps([settings, fingerprint, scale_read, versions], sort_keys=True).encode()).hexdigest()[:length]
 
 
 @contextlib.contextmanager

@@ -33,17 +33,27 @@ def by_length(encoded: Sequence[Sequence[int]]) -> list[int]:
     return sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """``input_ids`` and ``attention_mask`` padded to the longest sequence of this batch."""
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, labels: Sequence[Sequence[int]] | None = None) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` padded on the right to the longest sequence of this batch; with
+    ``labels`` (one per sequence, as long as it), ``labels`` too, padded with ``IGNORE_INDEX``: padding is
+    never a label."""
     if not sequences:
         raise SftbookError("Cannot pad an empty batch; pass at least one sequence.")
+    if labels is not None and [len(s) for s in labels] != [len(s) for s in sequences]:
+        raise SftbookError("Each sequence needs labels of its own length; pass one label per token.")
     width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # (batch, seq)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)  # (batch, seq)
+    batch = {
+        "input_ids": torch.full((len(sequences), width), pad_id, dtype=torch.long),  # (batch, seq)
+        "attention_mask": torch.zeros((len(sequences), width), dtype=torch.long),  # (batch, seq)
+    }
+    if labels is not None:
+        batch["labels"] = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)  # (batch, seq)
     for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        attention_mask[row, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+        batch["input_ids"][row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        batch["attention_mask"][row, : len(seq)] = 1
+        if labels is not None:
+            batch["labels"][row, : len(seq)] = torch.as_tensor(labels[row], dtype=torch.long)
+    return batch
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator, group_factor: int = 50) -> list[list[int]]:

@@ -97,6 +97,12 @@ def prose_digest(path: Path) -> str:
     return _short_hash(json.dumps([markdown, {name: glued.get(name) for name in shown}]))
 
 
+def chapter_code(notebook: Any, package_dir: Path = codegraph.PACKAGE_DIR) -> set[codegraph.Ref]:
+    """Every definition of the package a chapter's code cells reach: an edit to any of them stales the chapter."""
+    cells = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    return codegraph.reachable(codegraph.references_in_code(cells, package_dir), package_dir)
+
+
 def chapter_inputs(notebook: Any, reads: dict[str, list[str]], repo_root: Path = REPO_ROOT) -> dict[str, dict[str, str]]:
     """What a chapter's stored outputs depend on, part by part, each with a short hash:
 
@@ -109,7 +115,7 @@ def chapter_inputs(notebook: Any, reads: dict[str, list[str]], repo_root: Path =
     """
     package_dir = repo_root / "src" / PACKAGE
     cells = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
-    reached = codegraph.reachable(codegraph.references_in_code(cells, package_dir), package_dir)
+    reached = chapter_code(notebook, package_dir)
     files = {name: sha256_file(repo_root / name)[:DIGEST_LENGTH] if (repo_root / name).is_file() else "missing" for name in reads.get("files", [])}
     values = {}
     for key in reads.get("values", []):

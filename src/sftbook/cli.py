@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from sftbook import data, evaluation, finetuning, llm, modeling, pretraining, zoo
+from sftbook import data, evaluation, finetuning, llm, lora, modeling, pretraining, sft, zoo
 from sftbook.book import execute_notebook, execution_order, stale_output_problems
 from sftbook.errors import SftbookError
 from sftbook.notebooks import chapters
@@ -116,17 +116,17 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _sft(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / llm.ADAPTER_CONFIG).is_file())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / lora.ADAPTER_CONFIG).is_file())):
         raise SftbookError(f"{out} exists and is not a LoRA adapter; refusing to replace it. Choose a new folder.")
-    examples = llm.read_jsonl(Path(args.data))
+    examples = data.read_jsonl(Path(args.data))
     model, tokenizer = llm.load_smollm2()
-    config = llm.SFTConfig(
+    config = sft.SFTConfig(
         **{k: v for k, v in {"steps": args.steps, "learning_rate": args.lr, "r": args.rank, "top_layers": args.layers}.items() if v is not None}
     )
     for prompt, answer in examples:  # every example checked before minutes of training, not after
-        llm.sft_features(tokenizer, prompt, answer, config.max_length)
-    result = llm.train_lora(model, tokenizer, examples, config)
-    llm.save_adapter(model, out)
+        sft.sft_features(tokenizer, prompt, answer, config.max_length)
+    result = sft.train_lora(model, tokenizer, examples, config)
+    lora.save_adapter(model, out)
     summary = {
         "out": str(out),
         "examples": len(examples),
@@ -141,10 +141,10 @@ def _sft(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     if args.adapter:
-        llm.check_adapter(Path(args.adapter))  # before the model loads, not after
+        lora.check_adapter(Path(args.adapter))  # before the model loads, not after
     model, tokenizer = llm.load_smollm2()
     if args.adapter:
-        llm.load_adapter(model, Path(args.adapter))
+        lora.load_adapter(model, Path(args.adapter))
     print(llm.generate(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens))
     return 0
 

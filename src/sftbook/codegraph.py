@@ -183,14 +183,14 @@ def package_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, dict[str, Defini
     return _graph(Path(package_dir), _source_files(Path(package_dir)))
 
 
-def reachable(entries: Iterable[Ref], package_dir: Path = PACKAGE_DIR) -> set[Ref]:
-    """Every definition that ``entries`` reach through the graph, the entries included."""
+def reachable(entries: Iterable[Ref], package_dir: Path = PACKAGE_DIR, exclude: frozenset[Ref] = frozenset()) -> set[Ref]:
+    """Every definition that ``entries`` reach through the graph, the entries included, not passing through ``exclude``."""
     graph = package_graph(package_dir)
     seen: set[Ref] = set()
     todo = list(entries)
     while todo:
         module, name = todo.pop()
-        if (module, name) in seen or module not in graph:
+        if (module, name) in seen or module not in graph or (module, name) in exclude:
             continue
         if name == WHOLE_MODULE:
             todo += [(module, n) for n in graph[module]]
@@ -231,9 +231,9 @@ def entry_point(obj: Any) -> Ref:
     return parts[1], name
 
 
-def code_fingerprint(entries: Iterable[Any], package_dir: Path = PACKAGE_DIR) -> tuple[str, set[Ref]]:
+def code_fingerprint(entries: Iterable[Any], package_dir: Path = PACKAGE_DIR, exclude: frozenset[Ref] = frozenset()) -> tuple[str, set[Ref]]:
     """One sha256 over every definition the entry points (functions, classes, modules) reach, and that set."""
-    refs = reachable([entry_point(e) for e in entries], package_dir)
+    refs = reachable([entry_point(e) for e in entries], package_dir, exclude)
     return _fingerprint(repr(sorted(fingerprints(refs, package_dir).items()))), refs
 
 

@@ -305,3 +305,27 @@ def book_questions(directory: Path | None = None) -> list[BookQuestion]:
                 f"restore it with `git checkout -- data/{BOOK_QA_FILE}`."
             ) from None
     return questions
+
+
+def read_jsonl(path: Path) -> list[tuple[str, str]]:
+    """``(prompt, answer)`` pairs from a JSON-lines file with ``"prompt"`` and ``"answer"`` on every line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SftbookError(f'No file at {path}; pass a JSON-lines file with one {{"prompt": ..., "answer": ...}} per line.')
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise SftbookError(f"{path.name}: line {number} is not JSON; put one JSON object per line.") from None
+        for key in ("prompt", "answer"):
+            if not isinstance(row, dict) or key not in row:
+                raise SftbookError(f'{path.name}: line {number} has no "{key}"; give every line a "prompt" and an "answer".')
+            if not isinstance(row[key], str) or not row[key].strip():
+                raise SftbookError(f"{path.name}: line {number} has an empty {key}; give it text or remove the line.")
+        pairs.append((row["prompt"], row["answer"]))
+    if not pairs:
+        raise SftbookError(f"{path.name} has no examples; put one JSON object per line.")
+    return pairs

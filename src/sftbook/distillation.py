@@ -26,7 +26,7 @@ from torch import nn
 
 from sftbook.batching import encode_texts, pad_batch
 from sftbook.env import progress
-from sftbook.errors import SftbookError
+from sftbook.errors import SftbookError, require_positive_integers
 from sftbook.evaluation import sentence_embeddings
 from sftbook.modeling import mean_pool
 from sftbook.optimization import adamw, warmup_schedule
@@ -46,9 +46,7 @@ class DistillConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise SftbookError(f"{name} must be at least 1, got {getattr(self, name)}; pass a positive whole number.")
+        require_positive_integers(self, ("steps", "batch_size", "max_length"))
 
 
 class EmbeddingStudent(nn.Module):

@@ -20,3 +20,11 @@ class DataFileError(SftbookError, ValueError):
 
 class HubUnavailableError(SftbookError, RuntimeError):
     """The Hugging Face Hub could not be reached (offline machine, firewall, or HF_HUB_OFFLINE=1)."""
+
+
+def require_positive_integers(settings: object, names: tuple[str, ...]) -> None:
+    """One clear error for the first of ``names`` whose value on ``settings`` (a config) is not a whole number ≥ 1."""
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SftbookError(f"{name} must be at least 1, got {value!r}; pass a positive whole number.")

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from sftbook.batching import LengthGroupedBatchSampler, encode_texts, pad_batch
 from sftbook.env import bf16_pays_off
 from sftbook.env import progress as progress_bar
-from sftbook.errors import SftbookError
-from sftbook.evaluation import predict_logits
+from sftbook.errors import SftbookError, require_positive_integers
+from sftbook.evaluation import fit_logistic, predict_logits, sentence_embeddings
 from sftbook.metrics import scores
 from sftbook.optimization import adamw, warmup_schedule
 
@@ -41,9 +41,7 @@ class FineTuneConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise SftbookError(f"{name} must be at least 1, got {getattr(self, name)}; pass a positive whole number.")
+        require_positive_integers(self, ("epochs", "batch_size", "max_length"))
         if not self.learning_rate > 0:
             raise SftbookError(f"learning_rate must be positive, got {self.learning_rate}.")
         check_precision(self.precision)
@@ -150,3 +148,20 @@ def fine_tune(model, tokenizer, dataset, config: FineTuneConfig, progress: bool 
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(best_state)
     return FineTuneResult(unwrapped.eval(), history, best_epoch, time.perf_counter() - start)
+
+
+def start_head_at_probe(model, tokenizer, train, validation, max_length: int = 64) -> None:
+    """Start a classifier's head at the linear probe: the logistic regression fitted on the frozen encoder's
+    sentence vectors of ``train`` (mean pooling, as the classifier uses; its regularisation chosen on
+    ``validation``). Fine-tuning then starts from a working classifier — linear probing, then fine-tuning."""
+    texts = {"train": list(train["text"]), "validation": list(validation["text"])}
+    vectors = {split: sentence_embeddings(model.encoder, tokenizer, texts[split], max_length) for split in texts}
+    probe = fit_logistic(vectors["train"], list(train["label"]), vectors["validation"], list(validation["label"]))
+    weight, bias = torch.from_numpy(probe.coef_).float(), torch.from_numpy(probe.intercept_).float()
+    if weight.shape[0] != model.classifier.out_features and not (weight.shape[0] == 1 and model.classifier.out_features == 2):
+        raise SftbookError(f"The probe has {len(probe.classes_)} classes and the head {model.classifier.out_features}; fit it on the head's labels.")
+    if weight.shape[0] == 1:  # two classes: softmax over (-z/2, z/2) is the sigmoid of z = w·x + b
+        weight, bias = torch.cat([-weight / 2, weight / 2]), torch.cat([-bias / 2, bias / 2])
+    with torch.no_grad():
+        model.classifier.weight.copy_(weight)
+        model.classifier.bias.copy_(bias)

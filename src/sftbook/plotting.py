@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -88,23 +89,70 @@ def pipeline_diagram(stages: Sequence[tuple[str, str]], title: str = "") -> Figu
 def scale_plot(models: Sequence[LandmarkModel], highlight: dict[str, tuple[float, float]] | None = None) -> Figure:
     """Parameters and training tokens of landmark models on log axes; ``highlight`` adds this book's runs."""
     fig, (ax_time, ax_data) = plt.subplots(1, 2, figsize=(10, 4))
-    for i, m in enumerate(models):
-        offset = (4, -10) if i % 2 == 0 else (4, 4)  # alternate below / above so neighbours' labels do not collide
+    for m in models:
         ax_time.scatter(m.year, m.parameters, color=PALETTE[0])
-        ax_time.annotate(m.name, (m.year, m.parameters), textcoords="offset points", xytext=offset, fontsize=8)
         ax_data.scatter(m.training_tokens, m.parameters, color=PALETTE[0])
-        ax_data.annotate(m.name, (m.training_tokens, m.parameters), textcoords="offset points", xytext=offset, fontsize=8)
-    for name, (tokens, params) in (highlight or {}).items():
+    for tokens, params in (highlight or {}).values():
         ax_data.scatter(tokens, params, color=PALETTE[3], marker="*", s=120)
-        ax_data.annotate(name, (tokens, params), textcoords="offset points", xytext=(4, 3), fontsize=8, color=PALETTE[3])
     _log_axes(ax_time, "year", "parameters", logx=False)
     _log_axes(ax_data, "training tokens processed", "parameters", logx=True)
     low, high = ax_data.get_xlim()
     ax_data.set_xlim(min(low, 10 ** np.floor(np.log10(low))), high)  # start at a whole decade: a tick at each end
     ax_time.set_title("Parameters by year")
     ax_data.set_title("Parameters against training tokens")
-    fig.tight_layout()
+    fig.tight_layout()  # labels are placed in the final layout, so their measured boxes stay true
+    label_points(ax_time, [(m.year, m.parameters, m.name) for m in models])
+    points = [(m.training_tokens, m.parameters, m.name) for m in models]
+    label_points(ax_data, points + [(t, p, name) for name, (t, p) in (highlight or {}).items()], highlighted=set(highlight or {}))
     return fig
+
+
+LABEL_OFFSETS = ((4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"), (-4, -3, "right", "top"))
+
+
+def label_points(ax: Axes, points: Sequence[tuple[float, float, str]], highlighted: set[str] = frozenset()) -> list[Any]:
+    """Write each point's name beside it, at the first of four corners (right-above, right-below, left-above,
+    left-below) where it overlaps no label written before and no other point; the least-crowded corner when
+    none is free. The boxes are measured, not guessed."""
+    renderer = ax.figure.canvas.get_renderer()
+    markers = [ax.transData.transform((x, y)) for x, y, _ in points]
+    placed, labels = [], []
+    for index, (x, y, name) in enumerate(points):
+        others = [marker for i, marker in enumerate(markers) if i != index]
+        best, best_overlap = None, None
+        for dx, dy, ha, va in LABEL_OFFSETS:
+            text = ax.annotate(
+                name,
+                (x, y),
+                textcoords="offset points",
+                xytext=(dx, dy),
+                ha=ha,
+                va=va,
+                fontsize=8,
+                color=PALETTE[3] if name in highlighted else "black",
+            )
+            box = text.get_window_extent(renderer).expanded(1.05, 1.15)
+            inside = ax.get_window_extent(renderer).expanded(1.0, 1.0)
+            overlap = sum(_overlap(box, other) for other in placed)
+            overlap += sum(box.width * box.height for px, py in others if box.contains(px, py))
+            overlap += box.width * box.height - _overlap(box, inside)  # outside the axes counts too
+            if best_overlap is None or overlap < best_overlap:
+                if best is not None:
+                    best.remove()
+                best, best_overlap = text, overlap
+            else:
+                text.remove()
+            if overlap == 0:
+                break
+        placed.append(best.get_window_extent(renderer))
+        labels.append(best)
+    return labels
+
+
+def _overlap(a, b) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(width, 0) * max(height, 0)
 
 
 def _log_axes(ax: Axes, xlabel: str, ylabel: str, logx: bool) -> None:

@@ -27,7 +27,7 @@ from sftbook.artifacts import find_checkpoint, load_checkpoint_state, save_check
 from sftbook.batching import IGNORE_INDEX, encode_texts, epoch_batches, pad_batch
 from sftbook.env import at_scale, derived_seed
 from sftbook.env import progress as progress_bar
-from sftbook.errors import SftbookError, UnknownNameError
+from sftbook.errors import SftbookError, UnknownNameError, require_positive_integers
 from sftbook.optimization import adamw, warmup_schedule
 from sftbook.tokenization import SPECIAL_TOKENS, train_wordpiece
 
@@ -222,9 +222,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise UnknownNameError("model size", self.size, sorted(SIZES))
-        for name in ("vocab_size", "max_length", "batch_size", "steps", "eval_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise SftbookError(f"{name} must be at least 1, got {getattr(self, name)}; pass a positive whole number.")
+        require_positive_integers(self, ("vocab_size", "max_length", "batch_size", "steps", "eval_every", "checkpoint_every"))
 
 
 @dataclass

@@ -281,3 +281,17 @@ def normalize_answer(text: str) -> str:
 def contains_answer(text: str, answer: str) -> bool:
     """Whether ``answer`` occurs in ``text`` once both are normalised (:func:`normalize_answer`)."""
     return f" {normalize_answer(answer)} " in f" {normalize_answer(text)} "
+
+
+QUESTION_PROMPT = "Answer the question in a few words.\n\nQuestion: {question}"
+PASSAGES_PROMPT = "Answer the question in a few words, using the passages below.\n\n{passages}\n\nQuestion: {question}"
+
+
+def question_prompt(question: str, passages: Sequence[str] = ()) -> str:
+    """The prompt for a question: on its own (closed book), or after numbered ``passages`` (retrieval-augmented)."""
+    if not isinstance(question, str) or not question.strip():
+        raise SftbookError("Ask a question: the question is empty.")
+    if not passages:
+        return QUESTION_PROMPT.format(question=question.strip())
+    numbered = "\n\n".join(f"Passage {i}: {p}" for i, p in enumerate(passages, start=1))
+    return PASSAGES_PROMPT.format(passages=numbered, question=question.strip())

@@ -53,7 +53,7 @@ def scaling_study(
     configs = {size: pretraining.PretrainConfig(size=size, steps=max(steps, 1), seed=seed, eval_every=max(steps, 1)) for size in sizes}
     recipe = zoo.finetune_config("tiny", seed=seed)
     settings = [sorted(checkpoints), {k: asdict(v) for k, v in configs.items()}, asdict(recipe), data.expected_checksums()]
-    code = (*zoo.PRETRAINING_CODE, *zoo.FINETUNING_CODE, evaluation, scaling_study)
+    code = (scaling_study,)  # and all it reaches: pretraining, probing, fine-tuning, counting FLOPs
     cached = cache_root() / f"scaling-study-{artifacts.cache_key(settings, code)}.json"
     if cached.is_file():
         return json.loads(cached.read_text())

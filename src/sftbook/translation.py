@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from transformers import pipeline
 
 from sftbook.attention import MultiHeadAttention, causal_mask
+from sftbook.decoding import greedy_decode
 from sftbook.env import at_scale, hub_reachable
 from sftbook.env import progress as progress_bar
 from sftbook.errors import HubUnavailableError, SftbookError
@@ -289,8 +290,9 @@ def train_translator(config: TranslationConfig | None = None, progress: bool = T
     return TranslationRun(model.eval(), train, test, history, time.perf_counter() - start)
 
 
-def greedy_decode(model: Seq2SeqTransformer, texts: list[str], max_length: int = 16, batch_size: int = 500) -> list[str]:
-    """Translate by always emitting the most probable next word until ``</s>`` (or ``max_length``)."""
+def translate(model: Seq2SeqTransformer, texts: list[str], max_length: int = 16, batch_size: int = 500) -> list[str]:
+    """Translate by greedy decoding (:func:`~sftbook.decoding.greedy_decode`): the decoder reads the words
+    written so far and the encoded source, and the most probable next word is emitted until ``</s>``."""
     device = next(model.parameters()).device
     model.eval()
     results: list[str] = []
@@ -298,16 +300,12 @@ def greedy_decode(model: Seq2SeqTransformer, texts: list[str], max_length: int =
         for start in range(0, len(texts), batch_size):
             source = _pad([SOURCE_VOCAB.encode(source_tokens(t)) for t in texts[start : start + batch_size]]).to(device)
             memory, source_mask = model.encode(source)
-            output = torch.ones(len(source), 1, dtype=torch.long, device=device)  # (batch, 1): <s>
-            finished = torch.zeros(len(source), dtype=torch.bool, device=device)
-            for _ in range(max_length):
-                next_word = model.decode(output, memory, source_mask)[:, -1].argmax(-1)  # (batch,)
-                next_word = next_word.masked_fill(finished, 0)
-                output = torch.cat([output, next_word[:, None]], dim=1)
-                finished |= next_word == 2
-                if finished.all():
-                    break
-            for row in output[:, 1:].tolist():
+
+            def next_logits(output, state, memory=memory, source_mask=source_mask):  # output: (batch, target so far)
+                return model.decode(output, memory, source_mask)[:, -1], state  # (batch, target vocabulary); nothing cached
+
+            begin = torch.ones(len(source), 1, dtype=torch.long, device=device)  # (batch, 1): <s>
+            for row in greedy_decode(next_logits, begin, max_length, eos_id=2).tolist():
                 row = row[: row.index(2)] if 2 in row else row
                 results.append(" ".join(TARGET_VOCAB.decode(row)))
     return results

@@ -20,26 +20,24 @@ from transformers import AutoModel, AutoTokenizer, BertForMaskedLM, BertModel
 
 from sftbook import (
     artifacts,
-    batching,
     data,
     distillation,
     evaluation,
     finetuning,
-    llm,
-    metrics,
+    lora,
     modeling,
     optimization,
     pretraining,
-    tokenization,
+    sft,
 )
 from sftbook.env import at_scale, cache_root, derived_seed, get_device, hub_reachable
 from sftbook.errors import HubUnavailableError, SftbookError, UnknownNameError
 
 # ----------------------------------------------------------------------------- chapter 3's checkpoint
 
-# The code that determines a pretrained checkpoint: the corpus, the vocabulary, the batches and their
-# random streams, the optimiser, the loop.
-PRETRAINING_CODE = (data, tokenization, derived_seed, batching, optimization, pretraining)
+# The code that computes a pretrained checkpoint (the key hashes all it reaches: the corpus, the vocabulary,
+# the batches and their random streams, the optimiser, the loop).
+PRETRAINING_CODE = (pretraining.pretrain,)
 
 
 def pretrained_path(config: pretraining.PretrainConfig | None = None) -> Path:
@@ -117,27 +115,32 @@ def load_encoder(name: str):
 # ----------------------------------------------------------------------------- students of MiniLM (chapter 4)
 
 TRAINING_RECORD = "training.json"  # losses and seconds of a distillation run; written last
-TEACHER_CODE = (data, pretraining.build_corpus, pretraining.evaluation_keys, batching, modeling.mean_pool, evaluation.sentence_embeddings)
-DISTILLATION_CODE = (*TEACHER_CODE, derived_seed, optimization, distillation)
+TEACHER_CODE = (modeling.load_minilm, distillation.teacher_embeddings)  # MiniLM's sentence vectors for given texts
+DISTILLATION_CODE = (modeling.random_like, distillation.EmbeddingStudent, distillation.distill, distillation.cosine_distance)
 
 
 def teacher_targets() -> torch.Tensor:
-    """MiniLM's unit sentence vectors for chapter 3's training sentences, computed once and cached."""
-    key = artifacts.cache_key([modeling.MINILM_SHA256, data.expected_checksums()], (*TEACHER_CODE, distillation.teacher_embeddings))
+    """MiniLM's unit sentence vectors for chapter 3's training sentences, computed once and cached (named
+    after the sentences themselves: the reduced scale has fewer)."""
+    sentences = pretraining.build_corpus().train
+    key = artifacts.cache_key([modeling.MINILM_SHA256, artifacts.texts_fingerprint(sentences)], TEACHER_CODE)
     path = cache_root() / f"teacher-minilm-embeddings-{key}"
     if not (path / "embeddings.safetensors").is_file():
         print("MiniLM embeds chapter 3's corpus once (a few minutes on a CPU; cached).")
         teacher, tokenizer = modeling.load_minilm()
-        vectors = distillation.teacher_embeddings(teacher, tokenizer, pretraining.build_corpus().train)
+        vectors = distillation.teacher_embeddings(teacher, tokenizer, sentences)
         with artifacts.atomic_directory(path) as tmp:
             save_file({"embeddings": vectors.contiguous()}, tmp / "embeddings.safetensors")
     return load_file(path / "embeddings.safetensors")["embeddings"]
 
 
 def embedding_distilled_path(config: distillation.DistillConfig, build: bool = True) -> Path:
-    """The cache folder of :func:`embedding_distilled_tiny` with ``config``."""
-    settings = [asdict(config), modeling.MINILM_SHA256, data.expected_checksums(), checkpoint_fingerprint(build=build)]
-    return cache_root() / f"distilled-bert-tiny-{artifacts.cache_key(settings, DISTILLATION_CODE)}"
+    """The cache folder of :func:`embedding_distilled_tiny` with ``config``: named after its settings, its
+    targets (MiniLM's vectors for chapter 3's sentences), chapter 3's checkpoint (the vocabulary and shape it
+    starts from) and the code that computes it."""
+    sentences = artifacts.texts_fingerprint(pretraining.build_corpus().train)
+    settings = [asdict(config), modeling.MINILM_SHA256, sentences, checkpoint_fingerprint(build=build)]
+    return cache_root() / f"distilled-bert-tiny-{artifacts.cache_key(settings, (*TEACHER_CODE, *DISTILLATION_CODE))}"
 
 
 def embedding_distilled_tiny(config: distillation.DistillConfig | None = None, build: bool = True):
@@ -234,8 +237,22 @@ def finetune_config(model_name: str, **overrides: Any) -> finetuning.FineTuneCon
     return finetuning.FineTuneConfig(**recipe)
 
 
-# The code that determines a fine-tuned classifier (the encoder's own weights are keyed separately).
-FINETUNING_CODE = (data.subsample, derived_seed, batching, optimization, metrics, modeling, evaluation.predict_logits, finetuning, load_encoder)
+def train_classifier(encoder, tokenizer, dataset_name: str, pooling: str, config: finetuning.FineTuneConfig, train_size: int | None, path: Path):
+    """Fine-tune a new :class:`~sftbook.modeling.TextClassifier` on ``encoder`` for ``dataset_name`` (on a
+    stratified subset of ``train_size`` training sentences when given) and save it, with its history, to ``path``."""
+    dataset = data.load(dataset_name)
+    if train_size is not None:
+        dataset["train"] = data.subsample(dataset["train"], train_size)
+    names = dataset["train"].features["label"].names
+    model = modeling.TextClassifier(encoder, len(names), pooling, label_names=names, seed=config.seed)
+    result = finetuning.fine_tune(model, tokenizer, dataset, config)
+    result.model.save_pretrained(path, tokenizer)
+    artifacts.atomic_write_text(path / "history.json", json.dumps(result.history))  # written last: marks the save complete
+    return result
+
+
+# The code that computes a fine-tuned classifier from its encoder (whose weights and vocabulary are keyed by content).
+FINETUNING_CODE = (train_classifier,)
 
 
 def finetuned_classifier(
@@ -247,10 +264,11 @@ def finetuned_classifier(
     fine-tunes on a stratified subset of the training split (:func:`sftbook.data.subsample`, seed 0).
     """
     config = finetune_config(model_name, **overrides)
-    in_use = finetuning.mixed_precision(config.precision, get_device(verbose=False))  # "auto" differs between machines
-    settings = [model_name, dataset_name, pooling, asdict(config), train_size, in_use, data.expected_checksums()]
-    if model_name in ("tiny", "tiny-random"):  # chapter 3 re-pretrains: its weights and vocabulary are inputs too
-        settings.append(checkpoint_fingerprint(build=build))
+    device = get_device(verbose=False)
+    in_use = finetuning.mixed_precision(config.precision, device)  # "auto" differs between machines
+    encoder, tokenizer = load_encoder(model_name)  # what the classifier starts from names it, by content
+    start = [artifacts.weights_fingerprint(encoder), artifacts.texts_fingerprint(sorted(tokenizer.get_vocab()))]
+    settings = [dataset_name, pooling, asdict(config), train_size, in_use, device.type, data.expected_checksums(), start]
     subset = "" if train_size is None else f"-n{train_size}"
     path = cache_root() / f"finetuned-{Path(model_name).name}-{dataset_name}{subset}-{artifacts.cache_key(settings, FINETUNING_CODE)}"
     if (path / modeling.CLASSIFIER_CONFIG).is_file() and (path / "history.json").is_file():
@@ -259,49 +277,42 @@ def finetuned_classifier(
     if not build:
         raise SftbookError(f"No fine-tuned {model_name} on {dataset_name} in the cache; run book/04_fine_tuning.ipynb.")
     print(f"No cached {model_name} fine-tuned on {dataset_name}: fine-tuning it now.")
-    dataset = data.load(dataset_name)
-    if train_size is not None:
-        dataset["train"] = data.subsample(dataset["train"], train_size)
-    encoder, tokenizer = load_encoder(model_name)
-    names = dataset["train"].features["label"].names
-    model = modeling.TextClassifier(encoder, len(names), pooling, label_names=names, seed=config.seed)
-    result = finetuning.fine_tune(model, tokenizer, dataset, config)
-    result.model.save_pretrained(path, tokenizer)
-    artifacts.atomic_write_text(path / "history.json", json.dumps(result.history))  # written last: marks the save complete
+    result = train_classifier(encoder, tokenizer, dataset_name, pooling, config, train_size, path)
     return result.model, tokenizer, result.history
 
 
 # ----------------------------------------------------------------------------- chapter 8's instruction-tuned SmolLM2
 
-SFT_CODE = (data.subsample, derived_seed, batching, optimization, llm)
+SFT_CODE = (sft.instruction_data, sft.train_lora, sft.numeral_exact_match, lora.save_adapter)
 ADAPTER_RESULT = "result.json"
 
 
-def instruction_tuned_smollm2(model, tokenizer, config: llm.SFTConfig | None = None, build: bool = True) -> llm.SFTResult:
+def instruction_tuned_smollm2(model, tokenizer, config: sft.SFTConfig | None = None, build: bool = True) -> sft.SFTResult:
     """Chapter 8's LoRA SFT of ``model`` (SmolLM2-135M-Instruct from :func:`sftbook.llm.load_smollm2`, changed
     in place): the adapter from the cache, or trained now (with a message) when it is missing.
 
     The history holds the held-out numeral exact match every ``steps // 5`` steps, so chapter 8 draws its
     learning curve from a cached run too; chapter 9 reuses the adapter without training it again.
     """
-    config = config or llm.SFTConfig()
-    tasks = llm.instruction_data()
-    settings = [asdict(config), llm.SMOLLM2_SHA256, tasks.train, tasks.numeral_test]
+    config = config or sft.SFTConfig()
+    tasks = sft.instruction_data()
+    start = [artifacts.weights_fingerprint(model), artifacts.texts_fingerprint(sorted(tokenizer.get_vocab()))]  # before LoRA
+    settings = [asdict(config), start, tasks.train, tasks.numeral_test]
     path = cache_root() / f"sft-smollm2-{artifacts.cache_key(settings, SFT_CODE)}"
     if (path / ADAPTER_RESULT).is_file():
-        llm.load_adapter(model, path)
-        return llm.SFTResult(**json.loads((path / ADAPTER_RESULT).read_text()))
+        lora.load_adapter(model, path)
+        return sft.SFTResult(**json.loads((path / ADAPTER_RESULT).read_text()))
     if not build:
         raise SftbookError("No instruction-tuned SmolLM2 adapter in the cache; run book/08_instruction_tuning.ipynb.")
     print(f"No cached LoRA adapter for SmolLM2: instruction tuning it now ({config.steps} steps; minutes on a CPU).")
-    result = llm.train_lora(
+    result = sft.train_lora(
         model,
         tokenizer,
         tasks.train,
         config,
-        evaluate=lambda m: llm.numeral_exact_match(m, tokenizer, tasks.numeral_test),
+        evaluate=lambda m: sft.numeral_exact_match(m, tokenizer, tasks.numeral_test),
         evaluate_every=max(1, config.steps // 5),
     )
-    llm.save_adapter(model, path)
+    lora.save_adapter(model, path)
     artifacts.atomic_write_text(path / ADAPTER_RESULT, json.dumps(asdict(result)))  # written last: marks the save complete
     return result
