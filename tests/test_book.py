@@ -262,7 +262,7 @@ def test_stale_check_follows_the_values_and_prose_a_chapter_reads(fake_repo):
     source = nbformat.read(path, as_version=4)
     change_glued_value(source, glued[1])  # another value: the reader did not read it
     nbformat.write(source, path)
-    shown_in_prose = {name for cell in source.cells if cell.cell_type == "markdown" for name in book.GLUE_ROLE.findall(cell.source)}
+    shown_in_prose = {name for cell in source.cells if cell.cell_type == "markdown" for name in notebooks.GLUE_ROLE.findall(cell.source)}
     assert book.stale_output_problems(reader, repo_root=root) == [] or glued[1] in shown_in_prose
     next(c for c in source.cells if c.cell_type == "markdown").source += " An edited sentence."
     nbformat.write(source, path)

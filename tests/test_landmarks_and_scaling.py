@@ -28,17 +28,25 @@ def test_figures_draw():
 
 
 @pytest.mark.slow
-def test_scaling_study_measures_every_checkpoint_and_is_cached(tmp_path, monkeypatch, capsys):
+def test_scaling_study_measures_every_checkpoint_adds_runs_that_end_at_the_smallest_budget_and_is_cached(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
     monkeypatch.setitem(zoo.FINETUNE_DEFAULTS, "tiny", {"learning_rate": 3e-4, "epochs": 1})
-    study = scaling.scaling_study(sizes=("nano",), checkpoints=(0, 20), progress=False)
+    study = scaling.scaling_study(sizes=("nano", "micro"), checkpoints=(0, 20), progress=False)
     assert "running it now" in capsys.readouterr().out
-    rows = study["rows"]
+    rows = [r for r in study["rows"] if r["size"] == "nano"]
     assert [r["step"] for r in rows] == [0, 20] and rows[0]["flops"] == 0 and rows[1]["tokens"] > 0
     assert rows[1]["heldout_loss"] < rows[0]["heldout_loss"]  # twenty steps already help
     assert rows[0]["non_embedding_parameters"] < rows[0]["parameters"]
-    assert 0.4 < study["finetuned"][0]["accuracy"] <= 1
-    assert scaling.scaling_study(sizes=("nano",), checkpoints=(0, 20), progress=False) == study
+    assert all(0.4 < run["accuracy"] <= 1 for run in study["finetuned"])
+
+    budget = {r["size"]: r for r in study["equal_compute"]}
+    assert budget["nano"]["steps"] == 20 and budget["nano"]["flops"] == rows[1]["flops"]  # nano's own run ends there
+    assert 1 <= budget["micro"]["steps"] < 20  # the wider model affords fewer steps of its own schedule
+    # whole steps, and batches of different lengths: over a few steps the compute matches only roughly
+    assert budget["micro"]["flops"] == pytest.approx(rows[1]["flops"], rel=0.3)
+    assert budget["micro"]["heldout_loss"] < next(r["heldout_loss"] for r in study["rows"] if r["size"] == "micro" and r["step"] == 0)
+
+    assert scaling.scaling_study(sizes=("nano", "micro"), checkpoints=(0, 20), progress=False) == study
     assert "running it now" not in capsys.readouterr().out
     with pytest.raises(SftbookError, match="non-negative"):
         scaling.scaling_study(sizes=("nano",), checkpoints=(-1, 20), progress=False)

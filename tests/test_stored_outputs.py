@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO_ROOT
 from matplotlib import font_manager
 
-from sftbook import notebooks, plotting
+from sftbook import notebooks, plotting, status
 
 CHAPTERS = notebooks.chapters()
 PANDAS_DEFAULT_COLWIDTH = 50  # pandas cuts a longer cell to about 47 characters and "..."
@@ -159,3 +159,31 @@ def test_a_font_cache_from_another_installation_is_rebuilt(monkeypatch, tmp_path
     monkeypatch.setattr(font_manager.fontManager, "ttflist", system_only)
     assert plotting.refresh_stale_font_cache() is True
     assert font_manager.findfont("cmmi10", fallback_to_default=False).endswith("cmmi10.ttf")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_a_chapter_that_speaks_of_the_article_cites_it(path):
+    assert not notebooks.mentions_article_without_citing(path), f"{path.name} speaks of the article without {{cite}}`zenSftArticle`"
+
+
+def test_article_citation_check_flags_a_chapter_that_quotes_the_article_uncited(tmp_path):
+    def chapter(markdown: str) -> Path:
+        path = tmp_path / f"{len(list(tmp_path.iterdir()))}.ipynb"
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(markdown)]), path)
+        return path
+
+    assert notebooks.mentions_article_without_citing(chapter("The article's formula drops a bracket."))
+    assert notebooks.mentions_article_without_citing(chapter("As the source article says, fine-tuning adapts."))
+    assert not notebooks.mentions_article_without_citing(chapter("The article {cite:p}`zenSftArticle` uses Adam."))
+    assert not notebooks.mentions_article_without_citing(chapter("Exact match ignores the articles a, an and the."))
+
+
+def test_the_status_page_headlines_only_values_its_chapters_prose_shows(tmp_path):
+    assert status.headlines_not_in_prose() == []
+    source = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("Means: {glue:text}`tiny_random_seed_mean:.1f`%.")])
+    nbformat.write(source, tmp_path / "04_fine_tuning.ipynb")
+    planted = (
+        ("04_fine_tuning", "tiny_random_seed_mean", "the mean the chapter concludes from", "{:.1f}"),
+        ("04_fine_tuning", "tiny_random_acc", "a single run the chapter draws no conclusion from", "{:.1f}"),
+    )
+    assert status.headlines_not_in_prose(planted, tmp_path) == ["04_fine_tuning:tiny_random_acc"]

@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -69,7 +68,6 @@ def bootstrap_source(url: str | None = None) -> str:
 
 BUILD_ONLY_MARKER = "# ---- building and testing"  # requirements.txt: the pins below this line shape no stored output
 DIGEST_LENGTH = 12  # hex digits kept of each part's sha256: enough to tell versions apart, short enough to read
-GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)")
 
 
 def _short_hash(data: bytes | str) -> str:
@@ -93,7 +91,7 @@ def prose_digest(path: Path) -> str:
     """Hash of what a reader of ``path`` reads: its Markdown and the glued values the Markdown shows."""
     markdown = [cell.source for cell in read(path).cells if cell.cell_type == "markdown"]
     glued = glued_values(path)
-    shown = sorted({name for text in markdown for name in GLUE_ROLE.findall(text)})
+    shown = sorted({name for text in markdown for name in notebooks.GLUE_ROLE.findall(text)})
     return _short_hash(json.dumps([markdown, {name: glued.get(name) for name in shown}]))
 
 

@@ -78,8 +78,9 @@ def fine_tune(model, tokenizer, dataset, config: FineTuneConfig, progress: bool 
     """Supervised fine-tuning with AdamW, linear warm-up/decay, clipping and dynamic padding.
 
     Runs through Hugging Face Accelerate, so the same loop trains on the CPU, on one GPU or on several
-    (``accelerate launch``); with ``precision="auto"`` the forward pass runs in bf16 autocast wherever
-    the hardware has bf16 (CUDA GPUs, recent x86 CPUs — :func:`mixed_precision`). Evaluates on
+    (``accelerate launch``); with ``precision="auto"`` the forward pass runs in bf16 autocast only where
+    that makes training faster — a CUDA GPU with bf16, or a CPU with bf16 instructions that a timed step
+    shows to be faster (:func:`sftbook.env.bf16_pays_off`) — and in float32 elsewhere. Evaluates on
     ``dataset["validation"]`` after every epoch and returns the model restored to its best epoch. On the
     CPU a run is deterministic for a given seed.
     """

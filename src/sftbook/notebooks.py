@@ -7,6 +7,7 @@ every chapter's results; all go through here, so the chapters are read one way o
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from sftbook.errors import SftbookError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BOOK_DIR = REPO_ROOT / "book"
 METADATA_KEY = "sftbook"  # notebook metadata written by `make execute`: digest, run time, machine
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)")  # the name in a {glue:text}`name:format` of the prose
+ARTICLE_CITE_KEY = "zenSftArticle"  # the source article's entry in book/references.bib
+ARTICLE_MENTION = re.compile(r"\bthe (?:source )?article\b|\barticle's\b", re.IGNORECASE)
 
 
 def chapters(book_dir: Path = BOOK_DIR) -> list[Path]:
@@ -42,8 +46,8 @@ def glued_values(path: Path) -> dict[str, str]:
 def stored_result(chapter: str, name: str, book_dir: Path = BOOK_DIR) -> Any:
     """The value ``chapter`` (e.g. ``"04_fine_tuning"``) glued as ``name``: how one chapter quotes another's result.
 
-    The quoting chapter lists ``chapter`` in its metadata (``sftbook_reads_prose_of``), so its own
-    outputs go stale when the quoted chapter's results change.
+    A run under ``make execute`` records each value read this way (:func:`sftbook.book.record_reads`), so
+    the quoting chapter's outputs go stale when the quoted value changes.
     """
     path = book_dir / f"{chapter}.ipynb"
     if not path.is_file():
@@ -52,3 +56,14 @@ def stored_result(chapter: str, name: str, book_dir: Path = BOOK_DIR) -> Any:
     if name not in values:
         raise SftbookError(f"{path.name} stores no result named {name!r}; run `make execute NB=book/{path.name}` first.")
     return ast.literal_eval(values[name])
+
+
+def prose(path: Path) -> str:
+    """A chapter's Markdown cells, joined: what a reader reads besides the outputs."""
+    return "\n\n".join(cell.source for cell in read(path).cells if cell.cell_type == "markdown")
+
+
+def mentions_article_without_citing(path: Path) -> bool:
+    """Whether a chapter's prose speaks of the source article but never cites it (``{cite}`zenSftArticle```)."""
+    text = prose(path)
+    return bool(ARTICLE_MENTION.search(text)) and ARTICLE_CITE_KEY not in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from sftbook import artifacts, batching, data, evaluation, finetuning, modeling, pretraining, tokenization, zoo
@@ -44,7 +44,10 @@ def scaling_study(
 
     ``checkpoints`` defaults to steps 0, 250, 1,000 and 2,000 (0, 50 and 100 at the reduced scale).
     Every size shares one WordPiece vocabulary and the chapter-3 recipe (:class:`PretrainConfig`), so
-    only the width and the number of steps change. Returns ``{"rows": [...], "finetuned": [...]}``.
+    only the width and the number of steps change. Read at the smallest model's final compute, a wider
+    model's curve is mid-schedule (its learning rate still high), which flatters the smaller model; so
+    each wider size is also pretrained on a schedule of its own that ends at that budget (warm-up and decay
+    to zero included). Returns ``{"rows": [...], "finetuned": [...], "equal_compute": [...]}``.
     """
     checkpoints = checkpoints or at_scale((0, 250, 1000, 2000), (0, 50, 100))
     if min(checkpoints) < 0:
@@ -63,7 +66,7 @@ def scaling_study(
     tokenizer = tokenization.train_wordpiece(corpus.train, vocab_size=configs[sizes[0]].vocab_size)
     heldout = batching.encode_texts(tokenizer, corpus.heldout, configs[sizes[0]].max_length)
     sst2 = data.load("sst2")
-    rows, finetuned = [], []
+    rows, finetuned, equal_compute = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         for size, config in configs.items():
             run_dir = Path(scratch) / size
@@ -90,6 +93,23 @@ def scaling_study(
             finetuned.append(
                 {"size": size, "step": steps, **evaluation.evaluate(tuned.model, result.tokenizer, sst2["test"]), "seconds": tuned.seconds}
             )
-    study = {"rows": rows, "finetuned": finetuned}
+        final = {row["size"]: row for row in rows if row["step"] == steps}
+        for size, config in configs.items() if steps else ():
+            # the same batches, fewer of them: a schedule that warms up and decays to zero within the budget
+            budget_steps = max(1, round(steps * final[sizes[0]]["flops"] / final[size]["flops"]))
+            if budget_steps == steps:  # the smallest model's own run already ends at the budget
+                equal_compute.append({"size": size, "steps": steps, "flops": final[size]["flops"], "heldout_loss": final[size]["heldout_loss"]})
+                continue
+            budget_config = replace(config, steps=budget_steps, eval_every=budget_steps)
+            result = pretraining.pretrain(budget_config, Path(scratch) / f"{size}-budget", corpus=corpus, tokenizer=tokenizer, progress=progress)
+            equal_compute.append(
+                {
+                    "size": size,
+                    "steps": budget_steps,
+                    "flops": mlm_training_flops(result.model, result.tokens_processed, config.mlm_probability),
+                    "heldout_loss": pretraining.evaluate_mlm(result.model, heldout, result.tokenizer),
+                }
+            )
+    study = {"rows": rows, "finetuned": finetuned, "equal_compute": equal_compute}
     artifacts.atomic_write_text(cached, json.dumps(study, indent=1))
     return study
