@@ -45,9 +45,9 @@ def scaling_study(
     ``checkpoints`` defaults to steps 0, 250, 1,000 and 2,000 (0, 50 and 100 at the reduced scale).
     Every size shares one WordPiece vocabulary and the chapter-3 recipe (:class:`PretrainConfig`), so
     only the width and the number of steps change. Read at the smallest model's final compute, a wider
-    model's curve is mid-schedule (its learning rate still high), which flatters the smaller model; so
-    each wider size is also pretrained on a schedule of its own that ends at that budget (warm-up and decay
-    to zero included). Returns ``{"rows": [...], "finetuned": [...], "equal_compute": [...]}``.
+    model's curve is mid-schedule (its learning rate still high) and interpolated, not a fair comparison;
+    so each wider size is also pretrained on a schedule of its own that ends at that budget (warm-up and
+    decay to zero included). Returns ``{"rows": [...], "finetuned": [...], "equal_compute": [...]}``.
     """
     checkpoints = checkpoints or at_scale((0, 250, 1000, 2000), (0, 50, 100))
     if min(checkpoints) < 0:
