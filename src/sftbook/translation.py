@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from transformers import pipeline
 
 from sftbook.attention import MultiHeadAttention, causal_mask
-from sftbook.decoding import greedy_decode
+from sftbook.decoding import decode
 from sftbook.env import at_scale, hub_reachable
 from sftbook.env import progress as progress_bar
 from sftbook.errors import HubUnavailableError, SftbookError
@@ -291,7 +291,7 @@ def train_translator(config: TranslationConfig | None = None, progress: bool = T
 
 
 def translate(model: Seq2SeqTransformer, texts: list[str], max_length: int = 16, batch_size: int = 500) -> list[str]:
-    """Translate by greedy decoding (:func:`~sftbook.decoding.greedy_decode`): the decoder reads the words
+    """Translate by greedy decoding (:func:`~sftbook.decoding.decode`): the decoder reads the words
     written so far and the encoded source, and the most probable next word is emitted until ``</s>``."""
     device = next(model.parameters()).device
     model.eval()
@@ -305,7 +305,7 @@ def translate(model: Seq2SeqTransformer, texts: list[str], max_length: int = 16,
                 return model.decode(output, memory, source_mask)[:, -1], state  # (batch, target vocabulary); nothing cached
 
             begin = torch.ones(len(source), 1, dtype=torch.long, device=device)  # (batch, 1): <s>
-            for row in greedy_decode(next_logits, begin, max_length, eos_id=2).tolist():
+            for row in decode(next_logits, begin, max_length, eos_id=2).tolist():
                 row = row[: row.index(2)] if 2 in row else row
                 results.append(" ".join(TARGET_VOCAB.decode(row)))
     return results

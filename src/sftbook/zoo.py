@@ -1,7 +1,7 @@
 """The book's models by name, trained once and shared through the cache (chapters 3-5, 7-11).
 
 Chapter 3's pretrained BERT-tiny, the classifiers fine-tuned in chapters 4, 9 and 11, chapter 4's students
-of MiniLM and chapter 8's LoRA adapter for SmolLM2 live in ``$SFTBOOK_CACHE`` (:func:`sftbook.env.cache_root`), each in a folder named by
+of MiniLM and chapter 8's LoRA adapters for Gemma and SmolLM2 live in ``$SFTBOOK_CACHE`` (:func:`sftbook.env.cache_root`), each in a folder named by
 :func:`sftbook.artifacts.cache_key` after exactly what determines it. A model that is missing is
 trained, with a message saying so, so every chapter still runs on its own.
 """
@@ -9,6 +9,7 @@ trained, with a message saying so, so every chapter still runs on its own.
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -281,38 +282,84 @@ def finetuned_classifier(
     return result.model, tokenizer, result.history
 
 
-# ----------------------------------------------------------------------------- chapter 8's instruction-tuned SmolLM2
+# ----------------------------------------------------------------------------- chapter 8's instruction-tuned Gemma and SmolLM2
 
-SFT_CODE = (sft.instruction_data, sft.train_lora, sft.numeral_exact_match, lora.save_adapter)
+SFT_CODE = (sft.instruction_data, sft.train_lora, sft.numeral_exact_match, sft.pad_eos_and_mask_pad_labels, data.instructions, lora.save_adapter)
 ADAPTER_RESULT = "result.json"
 
 
-def instruction_tuned_smollm2(model, tokenizer, config: sft.SFTConfig | None = None, build: bool = True) -> sft.SFTResult:
-    """Chapter 8's LoRA SFT of ``model`` (SmolLM2-135M-Instruct from :func:`sftbook.llm.load_smollm2`, changed
-    in place): the adapter from the cache, or trained now (with a message) when it is missing.
-
-    The history holds the held-out numeral exact match every ``steps // 5`` steps, so chapter 8 draws its
-    learning curve from a cached run too; chapter 9 reuses the adapter without training it again.
-    """
-    config = config or sft.SFTConfig()
-    tasks = sft.instruction_data()
+def sft_adapter(
+    name: str,
+    model,
+    tokenizer,
+    examples: list[tuple[str, str]],
+    config: sft.SFTConfig,
+    evaluate=None,
+    collate: sft.Collate = sft.pad_features,
+    key: list | None = None,
+    build: bool = True,
+    chapter: str = "book/08_instruction_tuning.ipynb",
+) -> sft.SFTResult:
+    """A LoRA SFT run of ``model`` (changed in place) on ``examples``: the adapter and its history from the
+    cache, or trained now (with a message) when missing. The key covers the starting weights and vocabulary,
+    the settings, the examples, ``key`` (what ``evaluate`` reads) and the code of :data:`SFT_CODE`."""
     start = [artifacts.weights_fingerprint(model), artifacts.texts_fingerprint(sorted(tokenizer.get_vocab()))]  # before LoRA
-    settings = [asdict(config), start, tasks.train, tasks.numeral_test]
-    path = cache_root() / f"sft-smollm2-{artifacts.cache_key(settings, SFT_CODE)}"
+    settings = [asdict(config), start, examples, key, collate.__qualname__]
+    path = cache_root() / f"sft-{name}-{artifacts.cache_key(settings, SFT_CODE)}"
     if (path / ADAPTER_RESULT).is_file():
         lora.load_adapter(model, path)
         return sft.SFTResult(**json.loads((path / ADAPTER_RESULT).read_text()))
     if not build:
-        raise SftbookError("No instruction-tuned SmolLM2 adapter in the cache; run book/08_instruction_tuning.ipynb.")
-    print(f"No cached LoRA adapter for SmolLM2: instruction tuning it now ({config.steps} steps; minutes on a CPU).")
+        raise SftbookError(f"No {name} adapter in the cache; run {chapter}.")
+    print(f"No cached LoRA adapter for {name}: training it now ({config.steps} steps; minutes on a CPU).")
     result = sft.train_lora(
-        model,
-        tokenizer,
-        tasks.train,
-        config,
-        evaluate=lambda m: sft.numeral_exact_match(m, tokenizer, tasks.numeral_test),
-        evaluate_every=max(1, config.steps // 5),
+        model, tokenizer, examples, config, evaluate=evaluate, evaluate_every=max(1, config.steps // 5) if evaluate else 0, collate=collate
     )
     lora.save_adapter(model, path)
     artifacts.atomic_write_text(path / ADAPTER_RESULT, json.dumps(asdict(result)))  # written last: marks the save complete
     return result
+
+
+def instruction_tuned_smollm2(model, tokenizer, config: sft.SFTConfig | None = None, build: bool = True, general: int = 0) -> sft.SFTResult:
+    """Chapter 8's LoRA SFT of ``model`` (SmolLM2-135M-Instruct from :func:`sftbook.llm.load_smollm2`, changed
+    in place) on its two tasks, with ``general`` of the general instructions' training split mixed in (the
+    cure for forgetting that the chapter measures).
+
+    The history holds the exact match on the validation numbers every ``steps // 5`` steps, so chapter 8 draws its
+    learning curve from a cached run too; chapter 9 reuses the adapter without training it again.
+    """
+    config = config or sft.SFTConfig()
+    tasks = sft.instruction_data()
+    examples = tasks.train + data.instructions().train[:general]
+    if general:
+        random.Random(config.seed).shuffle(examples)
+    return sft_adapter(
+        "smollm2" if not general else f"smollm2-mixed{general}",
+        model,
+        tokenizer,
+        examples,
+        config,
+        evaluate=lambda m: sft.numeral_exact_match(m, tokenizer, tasks.numeral_validation),
+        key=tasks.numeral_validation,
+        build=build,
+    )
+
+
+def gemma_sft_config() -> sft.SFTConfig:
+    """LoRA on every one of Gemma 3 270M's 18 layers, 40 steps of 8 (2 at the reduced scale)."""
+    return sft.SFTConfig(steps=at_scale(40, 2), learning_rate=1e-3, top_layers=18, max_length=256)
+
+
+def gemma_training_examples(tokenizer, count: int = 320) -> list[tuple[str, str]]:
+    """The first ``count`` general instructions of the training split that fit the run's ``max_length``."""
+    limit = gemma_sft_config().max_length
+    return [pair for pair in data.instructions().train if len(sft.sft_features(tokenizer, *pair, 10**6)["input_ids"]) <= limit][:count]
+
+
+def instruction_tuned_gemma(model, tokenizer, pad_is_eos_bug: bool = False, build: bool = True) -> sft.SFTResult:
+    """Chapter 8's first result: the *base* Gemma 3 270M (:func:`sftbook.llm.load_gemma_base`, changed in
+    place) taught to follow instructions by LoRA SFT on general instructions; ``pad_is_eos_bug`` trains it
+    with the end-of-text labels masked (:func:`sftbook.sft.pad_eos_and_mask_pad_labels`)."""
+    collate = sft.pad_eos_and_mask_pad_labels(tokenizer) if pad_is_eos_bug else sft.pad_features
+    examples = gemma_training_examples(tokenizer)
+    return sft_adapter("gemma-bug" if pad_is_eos_bug else "gemma", model, tokenizer, examples, gemma_sft_config(), collate=collate, build=build)
