@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import math
 from pathlib import Path
@@ -52,10 +51,8 @@ def main() -> None:
     eligible = [run for run in runs if run["best validation accuracy"] >= accuracy - standard_error]
     fewest = min(run["epochs"] for run in eligible)
     chosen = max((run for run in eligible if run["epochs"] == fewest), key=lambda run: run["best validation accuracy"])
-    machine = env.machine_info()
     record = {
-        "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{machine['cpu']}, {machine['cores']} cores, {machine['device']}, torch {machine['torch']}",
+        **env.run_record(),
         "recipe": dataclasses.asdict(zoo.finetune_config("minilm")),
         "runs": runs,
         "best": {"learning_rate": best["learning_rate"], "epochs": best["epochs"]},

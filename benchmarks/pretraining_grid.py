@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
-import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -210,11 +209,9 @@ def main() -> None:
     for seed in SEEDS:
         result = runs.get(run_key(prefix, head, rate, seed), task_run, head, rate, seed, student, tokenizer, dataset, as_is)
         table.append({"arm": "task-distilled", "method": "fine-tuned", "labels": count, "seed": seed, "head": head, "learning_rate": rate, **result})
-    machine = env.machine_info()
     distilled = zoo.embedding_distilled_path(distillation.DistillConfig())
     record = {
-        "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{machine['cpu']}, {machine['cores']} cores, {machine['device']}, torch {machine['torch']}",
+        **env.run_record(),
         "learning_rates": LEARNING_RATES,
         "heads": HEADS,
         "epochs": {str(k): v for k, v in EPOCHS.items()},

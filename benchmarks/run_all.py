@@ -10,7 +10,6 @@ The results land in benchmarks/results.json, which the status page (book/status.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import shutil
 import sys
@@ -18,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sftbook import env
+from sftbook import artifacts, env
 from sftbook.book import execute_notebook
 from sftbook.notebooks import BOOK_DIR, chapters
 from sftbook.status import BENCHMARK_RESULTS
@@ -61,18 +60,7 @@ def main() -> None:
         results["throughput ratio, ours / Trainer, both fp32"] = f"{throughput['ratio_fp32']:.2f}×"
         results["throughput ratio, ours / Trainer, both bf16"] = f"{throughput['ratio_bf16']:.2f}×"
         results["model FLOP utilisation (MFU), ours fp32 / bf16"] = f"{throughput['mfu_fp32']:.1%} / {throughput['mfu_bf16']:.1%}"
-    machine = env.machine_info()
-    args.out.write_text(
-        json.dumps(
-            {
-                "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                "machine": f"{machine['cpu']}, {machine['cores']} cores, {machine['device']}, torch {machine['torch']}",
-                "results": results,
-            },
-            indent=1,
-        )
-        + "\n"
-    )
+    artifacts.atomic_write_text(args.out, json.dumps({**env.run_record(), "results": results}, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import datetime as dt
 import json
 from pathlib import Path
 
 import numpy as np
 
-from sftbook import env, llm, sft, zoo
+from sftbook import artifacts, env, llm, sft, zoo
 from sftbook.status import SFT_MASKING_RESULTS
 
 ARMS = {"answer only": True, "every token": False}
@@ -69,10 +68,8 @@ def main() -> None:
         sst, sst_se = summary(runs, "SST-2 accuracy")
         arms[name] = {"runs": runs, "numeral exact match": numerals, "numeral SE": numerals_se, "SST-2 accuracy": sst, "SST-2 SE": sst_se}
         print(f"{name:<12} numerals {numerals:.1%} ± {numerals_se:.1%}  SST-2 {sst:.1%} ± {sst_se:.1%}", flush=True)
-    machine = env.machine_info()
     record = {
-        "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{machine['cpu']}, {machine['cores']} cores, {machine['device']}, torch {machine['torch']}",
+        **env.run_record(),
         "config": dataclasses.asdict(recipe),
         "seeds": list(range(args.seeds)),
         "train_examples": len(tasks.train),
@@ -81,7 +78,7 @@ def main() -> None:
         "numeral_validation": len(tasks.numeral_validation),
         "arms": arms,
     }
-    args.out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    artifacts.atomic_write_text(args.out, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {args.out}")
 
 

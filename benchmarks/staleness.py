@@ -18,7 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
-from sftbook import book, codegraph, notebooks
+from sftbook import artifacts, book, codegraph, notebooks
 
 
 def public_functions(module: str) -> list[str]:
@@ -61,7 +61,7 @@ def main() -> None:
     median = statistics.median(row["chapters staled"] for row in rows)
     print(f"\nmedian over {len(rows)} modules: {median:g} chapters")
     if args.out:
-        args.out.write_text(json.dumps({"median": median, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+        artifacts.atomic_write_text(args.out, json.dumps({"median": median, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

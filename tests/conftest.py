@@ -6,12 +6,16 @@ import os
 import shutil
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 
 from sftbook.env import QUIET_PROGRESS_VARIABLE, SCALE_VARIABLE, configure_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 configure_environment()
+# No usage reports from TRL's trainers (a thread that calls the Hub): here, and in the chapters nbval starts.
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY = True
 # Chapters run by nbval inherit this: no progress bars, as in the stored outputs (see sftbook.env.progress).
 os.environ[QUIET_PROGRESS_VARIABLE] = "1"
 

@@ -23,10 +23,11 @@ FLOORS: dict[int, tuple[str, ...]] = {
     4: ("ngram", "attention", "losses", "modeling", "lora", "llm"),  # what chapters 2, 5, 6, 7 and 8 derive; the chat LLM
     5: ("evaluation", "pretraining", "translation"),  # using encoders; training from scratch
     6: ("finetuning", "distillation", "sft", "retrieval"),  # fine-tuning classifiers and an LLM; teachers; sentence vectors
-    7: ("zoo",),  # the book's models by name, trained once and cached
-    8: ("scaling",),  # chapter 10's study
-    9: ("book", "status", "plotting"),  # provenance and glue, the status page, figures
-    10: ("cli",),
+    7: ("preference",),  # preference tuning (DPO) on top of an SFT model
+    8: ("zoo",),  # the book's models by name, trained once and cached
+    9: ("scaling",),  # chapter 10's study
+    10: ("book", "status", "plotting"),  # provenance and glue, the status page, figures
+    11: ("cli",),
 }
 FLOOR_OF: dict[str, int] = {name: floor for floor, names in FLOORS.items() for name in names}
 

@@ -316,6 +316,7 @@ def execute_notebook(path: Path, timeout: int = 1800, repo_root: Path = REPO_ROO
         record_timing=False,
     )
     os.environ[QUIET_PROGRESS_VARIABLE] = "1"  # the kernel inherits it: no progress bars in stored outputs
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # and this: TRL's trainers would report usage over the network
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "reads.jsonl"
 

@@ -363,3 +363,39 @@ def read_jsonl(path: Path) -> list[tuple[str, str]]:
     if not pairs:
         raise SftbookError(f"{path.name} has no examples; put one JSON object per line.")
     return pairs
+
+
+# ----------------------------------------------------------------------------- style preferences (preference tuning)
+
+PREFERENCES_FILE = "instruction-data-with-preference.json"
+
+
+@dataclass(frozen=True)
+class PreferenceSplits:
+    """(prompt, chosen, rejected) triples: the same prompt, the answer to prefer and the one to avoid."""
+
+    train: list[tuple[str, str, str]]
+    validation: list[tuple[str, str, str]]
+    test: list[tuple[str, str, str]]  # never trained on, never used to choose settings
+
+
+def style_preferences(validation: int = 50, test: int = 100, seed: int = 0, directory: Path | None = None) -> PreferenceSplits:
+    """Raschka's polite (chosen) and impolite (rejected) answers to the same instructions (see the data card),
+    split exactly as :func:`instructions` splits them, so its held-out instructions stay held out here too;
+    the pairs whose two answers are the same text are dropped."""
+    splits = instructions(validation, test, seed, directory)
+    try:
+        answers = {}
+        for row in json.loads(verified_path(PREFERENCES_FILE, directory).read_text(encoding="utf-8")):
+            prompt = row["instruction"].strip() + (f"\n\n{row['input'].strip()}" if row["input"].strip() else "")  # as instructions() builds it
+            answers.setdefault(prompt, (row["chosen"].strip(), row["rejected"].strip()))
+
+        def triples(split: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+            return [(prompt, *answers[prompt]) for prompt, _ in split if answers[prompt][0] != answers[prompt][1]]
+
+        return PreferenceSplits(triples(splits.train), triples(splits.validation), triples(splits.test))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise DataFileError(
+            f"{PREFERENCES_FILE} is not the list of instruction/input/chosen/rejected objects that matches {INSTRUCTIONS_FILE}; "
+            f"restore it with `git checkout -- data/{PREFERENCES_FILE}`."
+        ) from None

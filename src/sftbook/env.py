@@ -5,6 +5,7 @@ Chapter 1 introduces them; every notebook's bootstrap cell calls :func:`configur
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 import platform
@@ -218,4 +219,13 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+    }
+
+
+def run_record() -> dict[str, str]:
+    """When and on what a benchmark ran (UTC time; :func:`machine_info` in one line), stored with its results."""
+    machine = machine_info()
+    return {
+        "run_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{machine['cpu']}, {machine['cores']} cores, {machine['device']}, torch {machine['torch']}",
     }

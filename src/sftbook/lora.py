@@ -4,9 +4,10 @@ merged back, and saved as an adapter of a few megabytes. Tests hold it equal to 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -86,6 +87,21 @@ def _in_layers(name: str, layers: Sequence[int] | None) -> bool:
 
 def lora_modules(model) -> dict[str, LoRALinear]:
     return {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+
+
+@contextlib.contextmanager
+def switched_off(model) -> Iterator:
+    """``model`` without its LoRA changes while the block runs (each layer's α / r set to zero, then restored):
+    the model the adapter started from, with no second copy in memory."""
+    modules = list(lora_modules(model).values())
+    scalings = [module.scaling for module in modules]
+    try:
+        for module in modules:
+            module.scaling = 0.0
+        yield model
+    finally:
+        for module, scaling in zip(modules, scalings):
+            module.scaling = scaling
 
 
 def merge_lora(model):

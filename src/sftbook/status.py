@@ -15,6 +15,7 @@ BENCHMARK_RESULTS = REPO_ROOT / "benchmarks" / "results.json"
 SFT_BENCHMARK_RESULTS = REPO_ROOT / "benchmarks" / "sft_results.json"
 SFT_MASKING_RESULTS = REPO_ROOT / "benchmarks" / "sft_masking.json"  # a study chapter 8 reads, not a speed benchmark
 LORA_VS_FULL_RESULTS = REPO_ROOT / "benchmarks" / "lora_vs_full.json"  # chapter 8 reads it: LoRA against full fine-tuning
+SFT_VARIANTS_RESULTS = REPO_ROOT / "benchmarks" / "sft_variants.json"  # chapter 8 reads it: the pad = eos bug, the mixed run
 # (results file, the script that writes it): each is shown with the date and machine of its own run
 BENCHMARKS = ((BENCHMARK_RESULTS, "benchmarks/run_all.py"), (SFT_BENCHMARK_RESULTS, "benchmarks/sft_throughput.py"))
 
