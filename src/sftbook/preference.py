@@ -206,7 +206,7 @@ def reward_summary(terms: DPOTerms) -> dict[str, float]:
 
 @torch.no_grad()
 def held_out_rewards(model, tokenizer, pairs: Sequence[PreferencePair], beta: float, max_length: int = 128, batch_size: int = 8) -> dict[str, float]:
-    """:func:`reward_summary` and the DPO loss over held-out ``pairs`` (the model in eval mode, adapter on)."""
+    """:func:`reward_summary` and the DPO loss over held-out ``pairs`` (the policy with its adapter on, the reference with it off)."""
     features = [preference_features(tokenizer, pair, max_length) for pair in pairs]
     if not features:
         raise SftbookError("No held-out preference pairs to score; pass at least one PreferencePair.")
