@@ -33,6 +33,7 @@ from sftbook.status import SFT_BENCHMARK_RESULTS
 RECIPE = sft.SFTConfig()  # the chapter's settings
 BATCH, RANK, ALPHA, TOP_LAYERS, LR = RECIPE.batch_size, RECIPE.r, RECIPE.alpha, RECIPE.top_layers, RECIPE.learning_rate
 DPO_RECIPE = preference.DPOConfig()
+TIMED_ON_CPU = {"report_to": "none", "save_strategy": "no", "logging_strategy": "no", "use_cpu": True}  # nothing but the steps
 
 
 def peft_lora(model, r: int, alpha: float, top_layers: int) -> peft.LoraConfig:
@@ -76,10 +77,7 @@ def trl_run(model, tokenizer, examples, steps: int, like_for_like: bool) -> floa
             max_steps=steps + 1,
             per_device_train_batch_size=BATCH,
             completion_only_loss=True,
-            report_to="none",
-            save_strategy="no",
-            logging_strategy="no",
-            use_cpu=True,
+            **TIMED_ON_CPU,
             **settings,
         )
         trainer = trl.SFTTrainer(
@@ -123,10 +121,7 @@ def trl_dpo(model, tokenizer, pairs, steps: int) -> float:
             max_length=recipe.max_length,
             bf16=False,
             gradient_checkpointing=False,
-            report_to="none",
-            save_strategy="no",
-            logging_strategy="no",
-            use_cpu=True,
+            **TIMED_ON_CPU,
         )
         trainer = trl.DPOTrainer(
             copy.deepcopy(model),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
+from toys import toy_chat_tokenizer, toy_llama
 
 from sftbook.env import QUIET_PROGRESS_VARIABLE, SCALE_VARIABLE, configure_environment
 
@@ -53,3 +54,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if getattr(item, "options", None) and "check" in item.options:
             item.options["check"] = False
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A toy byte-level tokenizer with SmolLM2's chat template (tests/toys.py); a module may define its own."""
+    return toy_chat_tokenizer()
+
+
+@pytest.fixture
+def model(tokenizer):
+    """A tiny random Llama for that tokenizer, fresh for each test (tests change it in place)."""
+    return toy_llama(tokenizer)

@@ -15,16 +15,6 @@ from sftbook.env import SCALE_VARIABLE
 from sftbook.errors import HubUnavailableError, SftbookError
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return toy_chat_tokenizer()
-
-
-@pytest.fixture
-def model(tokenizer):
-    return toy_llama(tokenizer)
-
-
 def test_chat_prompt_is_the_template_with_the_assistant_turn_opened(tokenizer):
     text = llm.chat_prompt(tokenizer, "Translate 三百二十一 into English.")
     assert text == (

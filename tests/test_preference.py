@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from toys import toy_chat_tokenizer, toy_llama
+from toys import toy_llama
 
 from sftbook import data, lora, preference, sft
 from sftbook.artifacts import sha256_file
@@ -19,16 +19,6 @@ PAIRS = [
     PreferencePair("Translate 三百二十一 into English.", "three hundred twenty one", "three hundred twenty"),
     PreferencePair("Is this review positive or negative?", "negative", "positive"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return toy_chat_tokenizer()
-
-
-@pytest.fixture
-def model(tokenizer):
-    return toy_llama(tokenizer)
 
 
 def with_random_adapter(model, seed=1):
