@@ -19,7 +19,7 @@ Task distillation: ``zoo.task_distilled_tiny`` (the teacher-pretrained student, 
 labels chapter 4's fine-tuned MiniLM gives chapter 3's unlabeled sentences) is scored as it is and after
 fine-tuning on all labels, with the same rate choice (no fine-tuning is one of the choices).
 
-Too long for a chapter's time budget, so it runs here and chapters 4 and 11 read
+Too long for a chapter's time budget, so it runs here and chapters 4 and 12 read
 benchmarks/pretraining_grid.json. Runs are saved as they finish; a rerun resumes, but only runs made with the
 same script, package code, scale, checkpoint and students (:func:`runs_path`): anything else starts afresh.
 

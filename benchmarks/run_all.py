@@ -39,7 +39,7 @@ def main() -> None:
     total = 0.0
     with tempfile.TemporaryDirectory() as scratch:
         book = Path(scratch) / "book"
-        shutil.copytree(BOOK_DIR, book)  # chapters read each other's stored text (chapter 9)
+        shutil.copytree(BOOK_DIR, book)  # chapters read each other's stored text (chapter 10)
         for path in selected:
             start = time.perf_counter()
             execute_notebook(book / path.name)

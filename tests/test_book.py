@@ -252,7 +252,7 @@ def test_execute_notebook_records_what_the_chapter_reads(tmp_path, monkeypatch):
 
 
 def test_stale_check_follows_the_values_and_prose_a_chapter_reads(fake_repo):
-    """Chapter 9 summarises chapters 1-7 and chapter 8 quotes chapter 4: what they read makes them stale, nothing else."""
+    """Chapter 10 summarises chapters 1-7 and chapter 8 quotes chapter 4: what they read makes them stale, nothing else."""
     root, path = fake_repo
     reader = root / "book" / "reader.ipynb"
     shutil.copy(path, reader)

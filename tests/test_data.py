@@ -1,4 +1,5 @@
 import hashlib
+import json
 from collections import Counter
 
 import pytest
@@ -182,3 +183,28 @@ def test_book_questions_are_checked_and_a_bad_line_names_the_fix(data_copy):
     _rewrite_with_checksum(data_copy, data.BOOK_QA_FILE, good + b'{"question": "no answer"}\n')
     with pytest.raises(DataFileError, match=r"book_qa\.jsonl: line 2 .*git checkout"):
         data.book_questions()
+
+
+def test_squad_is_split_by_article_with_every_answer_a_span_of_its_paragraph():
+    splits = data.squad()
+    parts = (splits.train, splits.validation, splits.test)
+    assert sum(map(len, parts)) == 10_570 and len(splits.test) >= 500
+    titles = [{q.title for q in part} for part in parts]
+    assert len(titles[1]) == 4 and len(titles[2]) == 4 and not (titles[0] & titles[1] or titles[0] & titles[2] or titles[1] & titles[2])
+    contexts = [{q.context for q in part} for part in parts]
+    assert not (contexts[0] & contexts[2] or contexts[0] & contexts[1])  # no test or validation paragraph is trained on
+    assert all(q.answers and all(answer in q.context for answer in q.answers) for part in parts for q in part)
+    assert data.squad(seed=1).test != splits.test and data.squad().test == splits.test
+
+
+def test_a_corrupt_or_malformed_squad_file_is_one_clear_error(tmp_path):
+    qa = {"id": "1", "question": "q?", "answers": [{"text": "zz", "answer_start": 0}]}
+    (tmp_path / data.SQUAD_FILE).write_text(json.dumps({"version": "1.1", "data": [{"title": "x", "paragraphs": [{"context": "abc", "qas": [qa]}]}]}))
+    (tmp_path / data.CHECKSUM_FILE).write_text(f"{hashlib.sha256((tmp_path / data.SQUAD_FILE).read_bytes()).hexdigest()}  {data.SQUAD_FILE}\n")
+    with pytest.raises(DataFileError, match="not at its answer_start.*git checkout -- data/squad-dev-v1.1.json"):
+        data.squad(directory=tmp_path)
+    (tmp_path / data.SQUAD_FILE).write_text("{}")
+    with pytest.raises(DataFileError, match="git checkout -- data/squad-dev-v1.1.json"):
+        data.squad(directory=tmp_path)
+    with pytest.raises(SftbookError, match="at least 1"):
+        data.squad(test_articles=0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from toys import toy_llama
 
-from sftbook import data, lora, preference, sft
+from sftbook import codegraph, data, lora, preference, sft, zoo
 from sftbook.artifacts import sha256_file
 from sftbook.errors import SftbookError
 from sftbook.preference import PreferencePair
@@ -79,9 +79,7 @@ def test_switching_the_adapter_off_gives_the_model_without_it_and_switching_back
 
 
 def test_our_pairs_are_the_token_ids_trl_builds(tokenizer, model, tmp_path):
-    trl = pytest.importorskip("trl")
-    datasets = pytest.importorskip("datasets")
-    trainer = trl_trainer(trl, datasets, model, copy.deepcopy(model), tokenizer, tmp_path)
+    trainer = trl_trainer(tokenizer, model, copy.deepcopy(model), tmp_path)
     for pair, theirs in zip(PAIRS, trainer.train_dataset):
         ours = preference.preference_features(tokenizer, pair, 128)
         for side in ("chosen", "rejected"):
@@ -91,33 +89,45 @@ def test_our_pairs_are_the_token_ids_trl_builds(tokenizer, model, tmp_path):
             )
 
 
-def trl_trainer(trl, datasets, policy, reference, tokenizer, tmp_path, beta=0.1):
-    rows = preference.trl_rows(PAIRS)
-    args = trl.DPOConfig(output_dir=str(tmp_path), beta=beta, report_to="none", bf16=False, max_length=128, disable_dropout=True)
-    return trl.DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)
-
-
-def test_our_dpo_loss_log_probabilities_and_rewards_equal_trl_s_on_the_same_batch(tokenizer, model, tmp_path):
-    trl = pytest.importorskip("trl")
-    datasets = pytest.importorskip("datasets")
+def policy_reference_and_batch(tokenizer, model):
+    """A policy (the toy model with a random adapter), its reference (a separate copy without one) and a batch of PAIRS."""
     # answer log-probabilities of a realistic size (tens of nats): sums near -100 differ in float32 by the
-    # summation order alone, more than the 1e-5 this test holds both to
+    # summation order alone, more than the 1e-5 these comparisons hold both sides to
     torch.nn.init.normal_(model.model.embed_tokens.weight, std=0.05)
     reference = copy.deepcopy(model)
     policy = with_random_adapter(model)
     batch = preference.pair_batch([preference.preference_features(tokenizer, pair, 128) for pair in PAIRS], tokenizer.pad_token_id)
-    with torch.no_grad():
-        ours = preference.dpo_terms(policy, batch, beta=0.1)  # the reference: the policy with its adapter off
-        logps = preference.answer_logprobs(policy, batch)
-    trainer = trl_trainer(trl, datasets, policy, reference, tokenizer, tmp_path)  # the reference: a separate copy
+    return policy, reference, batch
+
+
+def trl_trainer(tokenizer, policy, reference, tmp_path, **losses):
+    """TRL 1.16's ``DPOTrainer`` on PAIRS, with ``reference`` as its separate reference model."""
+    trl = pytest.importorskip("trl")
+    datasets = pytest.importorskip("datasets")
+    args = trl.DPOConfig(output_dir=str(tmp_path), beta=0.1, report_to="none", bf16=False, max_length=128, disable_dropout=True, **losses)
+    rows = datasets.Dataset.from_list(preference.trl_rows(PAIRS))
+    return trl.DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=rows, processing_class=tokenizer)
+
+
+def trl_loss(tokenizer, policy, reference, batch, tmp_path, **losses) -> tuple[float, dict[str, float]]:
+    """TRL's loss on ``batch`` and the values it logs."""
+    trainer = trl_trainer(tokenizer, policy, reference, tmp_path, **losses)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
               "completion_mask": (batch["labels"] != sft.IGNORE_INDEX).long()}  # fmt: skip
     trainer.model.train()
     with torch.no_grad():
-        theirs = trainer._compute_loss(trainer.model, inputs, return_outputs=False)
-    logged = {name: values[-1] for name, values in trainer._metrics["train"].items()}
+        theirs = trainer._compute_loss(trainer.model, inputs, return_outputs=False).item()
+    return theirs, {name: values[-1] for name, values in trainer._metrics["train"].items()}
+
+
+def test_our_dpo_loss_log_probabilities_and_rewards_equal_trl_s_on_the_same_batch(tokenizer, model, tmp_path):
+    policy, reference, batch = policy_reference_and_batch(tokenizer, model)
+    with torch.no_grad():
+        ours = preference.dpo_terms(policy, batch, beta=0.1)  # the reference: the policy with its adapter off
+        logps = preference.answer_logprobs(policy, batch)
+    theirs, logged = trl_loss(tokenizer, policy, reference, batch, tmp_path)
     chosen_logps, rejected_logps = logps.chunk(2)
-    assert abs(ours.loss.item() - theirs.item()) <= 1e-5
+    assert abs(ours.loss.item() - theirs) <= 1e-5
     assert abs(chosen_logps.mean().item() - logged["logps/chosen"]) <= 1e-5
     assert abs(rejected_logps.mean().item() - logged["logps/rejected"]) <= 1e-5
     assert abs(ours.chosen_rewards.mean().item() - logged["rewards/chosen"]) <= 1e-5
@@ -126,6 +136,45 @@ def test_our_dpo_loss_log_probabilities_and_rewards_equal_trl_s_on_the_same_batc
     assert abs(summary["reward margin"] - logged["rewards/margins"]) <= 1e-5
     assert summary["reward accuracy"] == pytest.approx(logged["rewards/accuracies"])
     assert ours.loss.item() != pytest.approx(math.log(2), abs=1e-3)  # the adapter moved the policy: not a trivial comparison
+
+
+def test_our_rpo_loss_equals_trl_s_sigmoid_plus_sft_loss(tokenizer, model, tmp_path):
+    policy, reference, batch = policy_reference_and_batch(tokenizer, model)
+    with torch.no_grad():
+        plain = preference.dpo_terms(policy, batch, beta=0.1)
+        rpo = preference.dpo_terms(policy, batch, beta=0.1, nll_weight=0.5)
+    theirs, _ = trl_loss(tokenizer, policy, reference, batch, tmp_path, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
+    assert abs(rpo.loss.item() - theirs) <= 1e-5
+    assert rpo.loss.item() - plain.loss.item() > 0.1  # the NLL term is there, and positive
+    assert torch.equal(rpo.chosen_rewards, plain.chosen_rewards)  # it changes the loss, not the rewards
+
+
+def test_on_policy_pairs_keep_only_the_model_s_wrong_answers(tokenizer, model):
+    prompts, references = ["Is this review positive or negative?", "Say one."], ["positive", "one"]
+    pairs, answers = preference.on_policy_pairs(model, tokenizer, prompts, references, max_new_tokens=3)
+    assert len(answers) == 2
+    expected = [(p, r, a.text) for p, r, a in zip(prompts, references, answers) if a.text.strip() and a.text.strip() != r]
+    assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == expected
+    right = preference.on_policy_pairs(model, tokenizer, prompts[:1], [answers[0].text], max_new_tokens=3)[0]
+    assert right == []  # the model's own answer as the reference: nothing to prefer
+    with pytest.raises(SftbookError, match="one reference per prompt"):
+        preference.on_policy_pairs(model, tokenizer, prompts, references[:1])
+
+
+def test_preference_numbers_are_fresh_disjoint_and_survive_a_json_round_trip():
+    tasks = sft.instruction_data()
+    parts = preference.preference_numbers(tasks, {"train": 300, "validation": 50, "test": 80})
+    assert [len(rows) for rows in parts.values()] == [300, 50, 80]
+    seen = {zh for zh, _ in tasks.numeral_test + tasks.numeral_validation} | {zh for prompt, _ in tasks.train for zh in [prompt.rsplit(" ", 1)[-1]]}
+    every = [zh for rows in parts.values() for zh, _ in rows]
+    assert len(set(every)) == len(every) and not set(every) & seen
+    prompts, references = preference.numeral_prompts(parts["test"])
+    pairs = [PreferencePair(prompts[0], references[0], "one")]
+    stored = preference.NumeralPreferences(
+        parts, {"train": [], "validation": [], "test": pairs}, {part: [en for _, en in rows] for part, rows in parts.items()}
+    )
+    again = preference.NumeralPreferences.from_json(stored.to_json())
+    assert again == stored and all(again.exact("test"))
 
 
 def test_a_short_dpo_run_learns_held_out_preferences_and_leaves_its_reference_alone(tokenizer, model):
@@ -161,6 +210,8 @@ def test_bad_pairs_are_one_clear_error(tokenizer, model, pairs, message):
 def test_bad_settings_and_a_mismatched_model_are_one_clear_error(tokenizer, model):
     with pytest.raises(SftbookError, match="beta"):
         preference.DPOConfig(beta=0)
+    with pytest.raises(SftbookError, match="nll_weight"):
+        preference.DPOConfig(nll_weight=-1)
     with pytest.raises(SftbookError, match="merge"):
         preference.train_dpo(with_random_adapter(model), tokenizer, PAIRS, preference.DPOConfig(steps=1), progress=False)
     small = toy_llama(tokenizer)
@@ -190,3 +241,22 @@ def test_style_preferences_keep_the_instruction_split_and_drop_pairs_with_nothin
     )
     with pytest.raises(SftbookError, match="git checkout -- data/instruction-data-with-preference.json"):
         data.style_preferences(directory=tmp_path)
+
+
+def test_the_dpo_and_pair_keys_cover_every_function_their_real_runs_call(tokenizer, model, tmp_path):
+    """The cache keys of chapter 9's pairs and DPO adapters hash the code :data:`zoo.PAIRS_CODE` and
+    :data:`zoo.DPO_CODE` reach; a traced run of each must call nothing outside it."""
+    tasks = sft.instruction_data()  # its numbers are in the pairs' key as data
+
+    def make_pairs():
+        numbers = preference.preference_numbers(tasks, {"train": 2, "validation": 1, "test": 1})
+        preference.on_policy_pairs(model, tokenizer, *preference.numeral_prompts(numbers["train"]), max_new_tokens=3)
+
+    def train_and_save():
+        preference.train_dpo(model, tokenizer, PAIRS, preference.DPOConfig(steps=2, batch_size=2, top_layers=1, r=2), progress=False)
+        lora.save_adapter(model, tmp_path / "dpo")
+
+    for run, code, expected in ((make_pairs, zoo.PAIRS_CODE, ("llm", "generate_batch")), (train_and_save, zoo.DPO_CODE, ("preference", "dpo_loss"))):
+        called = codegraph.called_definitions(run)
+        assert expected in called
+        assert called - codegraph.reachable([codegraph.entry_point(entry) for entry in code]) == set()

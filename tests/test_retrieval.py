@@ -1,4 +1,4 @@
-"""Chapter 9's summarization and retrieval helpers, on the book's own text and on toy vectors."""
+"""Chapter 10's summarization and retrieval helpers, on the book's own text and on toy vectors."""
 
 import warnings
 

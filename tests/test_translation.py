@@ -1,4 +1,4 @@
-"""Chapter 9's translation toy: the labels are exactly right, and the encoder–decoder really learns."""
+"""Chapter 10's translation toy: the labels are exactly right, and the encoder–decoder really learns."""
 
 import pytest
 import torch

@@ -25,7 +25,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     6: ("finetuning", "distillation", "sft", "retrieval"),  # fine-tuning classifiers and an LLM; teachers; sentence vectors
     7: ("preference",),  # preference tuning (DPO) on top of an SFT model
     8: ("zoo",),  # the book's models by name, trained once and cached
-    9: ("scaling",),  # chapter 10's study
+    9: ("scaling",),  # chapter 11's study
     10: ("book", "status", "plotting"),  # provenance and glue, the status page, figures
     11: ("cli",),
 }

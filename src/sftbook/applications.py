@@ -1,4 +1,4 @@
-"""The article's four application scenarios and the head each puts on an encoder (chapter 9)."""
+"""The article's four application scenarios and the head each puts on an encoder (chapter 10)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ class Application:
     models: str  # which pretrained model does the work, and whether it was fine-tuned here
     head: str  # what sits on top of the pretrained network
     why: str  # why that head fits the task
-    runs_with: str  # the sftbook helpers chapter 9 uses
+    runs_with: str  # the sftbook helpers chapter 10 uses
     metric: str
 
 

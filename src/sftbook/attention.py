@@ -98,7 +98,7 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 def causal_mask(length: int) -> torch.Tensor:
     """Boolean (1, 1, length, length) mask, True on and below the diagonal: position i sees 0..i only.
 
-    What lets a decoder train on a whole target sentence at once (teacher forcing, chapter 9).
+    What lets a decoder train on a whole target sentence at once (teacher forcing, chapter 10).
     """
     return torch.ones(length, length, dtype=torch.bool).tril()[None, None]
 
@@ -107,7 +107,7 @@ class MultiHeadAttention(nn.Module):
     """Project to queries, keys and values, attend in ``num_heads`` heads, merge, project out.
 
     Self-attention by default; given ``memory`` the keys and values come from it instead —
-    the *cross-attention* with which a decoder reads the encoder's output (chapter 9).
+    the *cross-attention* with which a decoder reads the encoder's output (chapter 10).
     """
 
     def __init__(self, d_model: int, num_heads: int) -> None:

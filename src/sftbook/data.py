@@ -245,7 +245,7 @@ REDUCED_CORPUS_SIZE = 3000
 
 
 def subsample(split, size: int, seed: int = 0):
-    """A stratified random subset of ``size`` examples of a labelled split (learning curves, chapter 11).
+    """A stratified random subset of ``size`` examples of a labelled split (learning curves, chapter 12).
 
     Each label keeps its share (rounded); the same ``(size, seed)`` gives the same subset everywhere.
     At the reduced scale, where splits are cut short, asking for more than a split holds returns all of it.
@@ -293,7 +293,7 @@ class BookQuestion:
 
 
 def book_questions(directory: Path | None = None) -> list[BookQuestion]:
-    """The questions about chapters 1–7 that chapter 9 answers by retrieval and generation (see the data card)."""
+    """The questions about chapters 1–7 that chapter 10 answers by retrieval and generation (see the data card)."""
     questions = []
     for number, line in enumerate(read_lines(BOOK_QA_FILE, directory), start=1):
         try:
@@ -399,3 +399,61 @@ def style_preferences(validation: int = 50, test: int = 100, seed: int = 0, dire
             f"{PREFERENCES_FILE} is not the list of instruction/input/chosen/rejected objects that matches {INSTRUCTIONS_FILE}; "
             f"restore it with `git checkout -- data/{PREFERENCES_FILE}`."
         ) from None
+
+
+# ----------------------------------------------------------------------------- extractive question answering (chapter 10)
+
+SQUAD_FILE = "squad-dev-v1.1.json"
+
+
+@dataclass(frozen=True)
+class SquadQuestion:
+    id: str
+    title: str  # the Wikipedia article the paragraph comes from
+    context: str  # the paragraph that holds the answer
+    question: str
+    answers: tuple[str, ...]  # the crowdworkers' answers, each a span of ``context`` (usually three; they may repeat)
+
+
+@dataclass(frozen=True)
+class SquadSplits:
+    """SQuAD v1.1 development questions split by article: no paragraph of a test or validation article is in train."""
+
+    train: list[SquadQuestion]
+    validation: list[SquadQuestion]
+    test: list[SquadQuestion]  # never trained on, never used to choose settings
+
+
+def squad(validation_articles: int = 4, test_articles: int = 4, seed: int = 0, directory: Path | None = None) -> SquadSplits:
+    """The vendored SQuAD v1.1 development set (see the data card), its 48 articles shuffled with ``seed``: the
+    first ``test_articles`` are the test split, the next ``validation_articles`` the validation split."""
+    try:
+        articles = json.loads(verified_path(SQUAD_FILE, directory).read_text(encoding="utf-8"))["data"]
+        by_article = {}
+        for article in articles:
+            questions = []
+            for paragraph in article["paragraphs"]:
+                context = paragraph["context"]
+                for qa in paragraph["qas"]:
+                    for answer in qa["answers"]:
+                        start = answer["answer_start"]
+                        if context[start : start + len(answer["text"])] != answer["text"]:
+                            raise ValueError(f"answer {answer['text']!r} of question {qa['id']} is not at its answer_start")
+                    answers = tuple(answer["text"] for answer in qa["answers"])
+                    questions.append(SquadQuestion(qa["id"], article["title"], context, qa["question"], answers))
+            by_article[article["title"]] = questions
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise DataFileError(f"{SQUAD_FILE} is not SQuAD v1.1 ({error}); restore it with `git checkout -- data/{SQUAD_FILE}`.") from None
+    titles = sorted(by_article)
+    random.Random(seed).shuffle(titles)
+    if validation_articles + test_articles >= len(titles) or min(validation_articles, test_articles) < 1:
+        raise SftbookError(
+            f"{validation_articles} validation and {test_articles} test articles of {len(titles)}: each must be at least 1, "
+            "with some left to train on."
+        )
+    split = lambda chosen: [question for title in chosen for question in by_article[title]]
+    return SquadSplits(
+        split(titles[validation_articles + test_articles :]),
+        split(titles[test_articles : validation_articles + test_articles]),
+        split(titles[:test_articles]),
+    )

@@ -1,4 +1,4 @@
-"""Decoding: the one loop the book's two generators share, the encoder–decoder translator (chapter 9) and the
+"""Decoding: the one loop the book's two generators share, the encoder–decoder translator (chapter 10) and the
 chat LLM (chapter 8). What differs between them is only how the next token's scores are computed; how the
 next token is then chosen — greedily, or sampled after a repetition penalty, a temperature and top-k/top-p
 cuts — is :class:`Decoding`, written to match ``transformers``' ``generate`` token for token.

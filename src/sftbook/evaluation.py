@@ -1,4 +1,4 @@
-"""Using classifiers and encoders (chapters 3, 4, 7, 8, 10): predictions, evaluation, frozen sentence
+"""Using classifiers and encoders (chapters 3, 4, 7, 8, 11): predictions, evaluation, frozen sentence
 vectors with a linear probe, the TF-IDF baseline, and latency."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def sentence_embeddings(encoder, tokenizer, texts: Sequence[str], max_length: in
 def fit_logistic(features, labels: Sequence[int], validation_features, validation_labels: Sequence[int], grid: Sequence[float] = (0.1, 1, 10)):
     """Logistic regression with its inverse regularisation ``C`` chosen on the validation split.
 
-    The classifier of the linear probe (chapters 3, 4, 9, 10) and of the TF-IDF baseline.
+    The classifier of the linear probe (chapters 3, 4, 10, 11) and of the TF-IDF baseline.
     """
     if len(set(labels)) < 2:
         raise SftbookError("Logistic regression needs at least two classes among the training labels.")
@@ -88,7 +88,7 @@ def linear_probe(encoder, tokenizer, dataset, max_length: int = 64, grid: Sequen
 
 
 def tfidf_classifier(dataset, grid: Sequence[float] = (0.3, 1, 3, 10, 30)):
-    """The classical baseline (chapters 4, 10): TF-IDF of words and word pairs + logistic regression.
+    """The classical baseline (chapters 4, 11): TF-IDF of words and word pairs + logistic regression.
 
     Returns a fitted scikit-learn pipeline (``.predict(texts)``) with ``C`` chosen on the validation split.
     """

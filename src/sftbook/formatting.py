@@ -1,4 +1,4 @@
-"""How the book writes a measured share: never rounded to all or nothing (chapters 9 and the status page)."""
+"""How the book writes a measured share: never rounded to all or nothing (chapters 10 and the status page)."""
 
 from __future__ import annotations
 

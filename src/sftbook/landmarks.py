@@ -1,5 +1,5 @@
 """What "large" means: landmark models' sizes and training data (chapter 1) and their compute
-(chapters 3 and 10).
+(chapters 3 and 11).
 
 Every figure comes from the paper cited by its ``citation`` key in ``book/references.bib``.
 """

@@ -1,5 +1,6 @@
-"""Scoring predictions (chapters 4, 7, 8, 10): accuracy, macro-F1, per-class scores, confusion matrices; and
-generated text against a reference answer (ROUGE-L, chapter 8).
+"""Scoring predictions (chapters 4, 7, 8, 11): accuracy, macro-F1, per-class scores, confusion matrices; and
+generated text against a reference answer (ROUGE-L, chapter 8); extractive answers against SQuAD's references
+(exact match and token F1, as its official script scores them).
 
 The book does not teach these formulas, so scikit-learn computes them; this module only checks the
 inputs and fixes the label set, so a class that is never predicted still counts (with F1 = 0).
@@ -8,6 +9,8 @@ inputs and fixes the label set, so a class that is never predicted still counts 
 from __future__ import annotations
 
 import re
+import string
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,7 +44,7 @@ def scores(predictions: Sequence[int], labels: Sequence[int], num_labels: int) -
 
 
 def per_class_scores(predictions: Sequence[int], labels: Sequence[int], label_names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support of every class (chapter 9's three-way sentiment)."""
+    """Precision, recall, F1 and support of every class (chapter 10's three-way sentiment)."""
     predictions, labels = _checked(predictions, labels, len(label_names))
     precision, recall, f1, support = sk.precision_recall_fscore_support(labels, predictions, labels=list(range(len(label_names))), zero_division=0)
     return {
@@ -86,3 +89,39 @@ def repeats_itself(text: str, n: int = 4) -> bool:
     tokens = words(text)
     grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(grams) != len(set(grams))
+
+
+# ----------------------------------------------------------------------------- extractive answers (chapter 10, SQuAD)
+
+
+def squad_normalize(text: str) -> str:
+    """SQuAD's answer normalisation (its official evaluation script): lower case, punctuation removed, the
+    articles a/an/the removed, white space collapsed."""
+    text = "".join(character for character in text.lower() if character not in string.punctuation)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def squad_exact_match(prediction: str, references: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals some normalised reference, else 0.0."""
+    if not references:
+        raise SftbookError("No reference answers to score against; pass at least one.")
+    return float(any(squad_normalize(prediction) == squad_normalize(reference) for reference in references))
+
+
+def squad_f1(prediction: str, references: Sequence[str]) -> float:
+    """Token F1 between the normalised prediction and each normalised reference (tokens counted with repeats),
+    the best over the references."""
+    if not references:
+        raise SftbookError("No reference answers to score against; pass at least one.")
+
+    def f1(reference: str) -> float:
+        predicted, expected = squad_normalize(prediction).split(), squad_normalize(reference).split()
+        common = sum((Counter(predicted) & Counter(expected)).values())
+        if not predicted or not expected:
+            return float(predicted == expected)
+        if common == 0:
+            return 0.0
+        precision, recall = common / len(predicted), common / len(expected)
+        return 2 * precision * recall / (precision + recall)
+
+    return max(f1(reference) for reference in references)

@@ -1,6 +1,6 @@
 """Reading the book's stored chapters: where they are, in which order, and the values they glued.
 
-Chapter 9 reads the book's own prose, chapters quote each other's results, and the status page reads
+Chapter 10 reads the book's own prose, chapters quote each other's results, and the status page reads
 every chapter's results; all go through here, so the chapters are read one way only.
 """
 

@@ -1,4 +1,4 @@
-"""The optimiser and learning-rate schedule every training loop of the book shares (chapters 3, 4, 8, 9).
+"""The optimiser and learning-rate schedule every training loop of the book shares (chapters 3, 4, 8, 9, 10).
 
 AdamW with decoupled weight decay on weight matrices only, and the linear warm-up then linear decay
 schedule of BERT — transformers' own ``get_linear_schedule_with_warmup``, stepped once per update.

@@ -1,4 +1,4 @@
-"""Figures and tables shared by the chapters: one style, the pipeline diagram (chapter 1), scale plots (chapters 1, 10)."""
+"""Figures and tables shared by the chapters: one style, the pipeline diagram (chapter 1), scale plots (chapters 1, 11)."""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def _log_axes(ax: Axes, xlabel: str, ylabel: str, logx: bool) -> None:
 
 
 def confusion_plot(matrix, label_names: Sequence[str], title: str = "", ax: Axes | None = None) -> Axes:
-    """``matrix[true, predicted]`` as a heat map with the counts written in (chapters 4 and 9)."""
+    """``matrix[true, predicted]`` as a heat map with the counts written in (chapters 4 and 10)."""
     matrix = np.asarray(matrix)
     if matrix.shape != (len(label_names), len(label_names)):
         raise SftbookError(f"A {matrix.shape} matrix does not match {len(label_names)} label names; pass one name per class.")

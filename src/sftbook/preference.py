@@ -1,12 +1,14 @@
-"""Preference tuning written out (the chapter after instruction tuning): direct preference optimisation (DPO)
-on pairs of answers to one prompt — the chosen answer's and the rejected answer's log-probabilities under the
-model being trained and under a frozen reference, the loss, and a LoRA training loop whose reference is the
-same model with its adapter switched off (no second copy in memory). Tests hold the loss, the
-log-probabilities and the rewards equal to TRL's ``DPOTrainer`` on the same batch.
+"""Preference tuning written out (chapter 9): direct preference optimisation (DPO) on pairs of answers to one
+prompt — pairs made from a model's own wrong answers, the chosen answer's and the rejected answer's
+log-probabilities under the model being trained and under a frozen reference, the loss (with the optional NLL
+term of RPO), and a LoRA training loop whose reference is the same model with its adapter switched off (no second
+copy in memory). Tests hold the loss, the log-probabilities and the rewards equal to TRL's ``DPOTrainer`` on the
+same batch.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -20,9 +22,11 @@ from sftbook.batching import IGNORE_INDEX, epoch_batches
 from sftbook.env import at_scale
 from sftbook.env import progress as progress_bar
 from sftbook.errors import SftbookError, require_positive_integers
+from sftbook.llm import Answer, generate_batch
 from sftbook.lora import add_lora, lora_modules, switched_off
 from sftbook.optimization import adamw, warmup_schedule
-from sftbook.sft import SFTResult, pad_features, sft_features
+from sftbook.sft import NUMERAL_PROMPT, InstructionData, SFTResult, pad_features, sft_features
+from sftbook.translation import numeral_pairs
 
 # ----------------------------------------------------------------------------- pairs
 
@@ -32,6 +36,64 @@ class PreferencePair:
     prompt: str
     chosen: str  # the answer to make likelier
     rejected: str  # the answer to make less likely
+
+
+def on_policy_pairs(
+    model, tokenizer, prompts: Sequence[str], references: Sequence[str], max_new_tokens: int = 32
+) -> tuple[list[PreferencePair], list[Answer]]:
+    """Pairs from the model's own mistakes: its greedy answer to each prompt, when that is not the reference
+    answer, is the rejected side and the reference the chosen one. Also returns every answer (the exact match
+    of the model that wrote them is the share equal to their references)."""
+    if len(prompts) != len(references):
+        raise SftbookError(f"{len(prompts)} prompts but {len(references)} reference answers; pass one reference per prompt.")
+    answers = generate_batch(model, tokenizer, prompts, max_new_tokens)
+    pairs = [
+        PreferencePair(prompt, reference, answer.text)
+        for prompt, reference, answer in zip(prompts, references, answers)
+        if answer.text.strip() and answer.text.strip() != reference.strip()
+    ]
+    return pairs, answers
+
+
+def preference_numbers(tasks: InstructionData, counts: dict[str, int] | None = None, seed: int = 10) -> dict[str, list[tuple[str, str]]]:
+    """Fresh (Chinese numeral, English words) pairs for preference tuning, in parts (training, validation, test
+    pairs): none trained on in SFT, none among chapter 8's test or validation numbers."""
+    counts = counts or {"train": at_scale(1500, 24), "validation": at_scale(400, 12), "test": at_scale(950, 12)}
+    unseen = {zh for zh, _ in tasks.numeral_test + tasks.numeral_validation}
+    drawn = numeral_pairs(sum(counts.values()) + len(unseen), seed=seed, exclude=tasks.numbers_seen)
+    fresh = [(zh, en) for zh, en, _ in drawn if zh not in unseen]
+    parts, begin = {}, 0
+    for part, count in counts.items():
+        parts[part], begin = fresh[begin : begin + count], begin + count
+    return parts
+
+
+def numeral_prompts(numbers: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The SFT prompts of ``numbers`` and their reference answers."""
+    return [NUMERAL_PROMPT.format(zh=zh) for zh, _ in numbers], [en for _, en in numbers]
+
+
+@dataclass
+class NumeralPreferences:
+    """What an SFT model wrote for fresh numbers, part by part, and the pairs its wrong answers make."""
+
+    numbers: dict[str, list[tuple[str, str]]]  # part -> (Chinese numeral, English words)
+    pairs: dict[str, list[PreferencePair]]  # part -> the pairs its wrong answers made
+    answers: dict[str, list[str]]  # part -> the SFT model's greedy answer to each number
+
+    def exact(self, part: str) -> list[bool]:
+        """Whether each of the SFT model's answers in ``part`` is exactly right."""
+        return [answer.strip() == english for answer, (_, english) in zip(self.answers[part], self.numbers[part])]
+
+    def to_json(self) -> str:
+        pairs = {part: [[p.prompt, p.chosen, p.rejected] for p in rows] for part, rows in self.pairs.items()}
+        return json.dumps({"numbers": self.numbers, "pairs": pairs, "answers": self.answers}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> NumeralPreferences:
+        stored = json.loads(text)
+        numbers = {part: [tuple(row) for row in rows] for part, rows in stored["numbers"].items()}
+        return cls(numbers, {part: [PreferencePair(*row) for row in rows] for part, rows in stored["pairs"].items()}, stored["answers"])
 
 
 def preference_features(tokenizer, pair: PreferencePair, max_length: int, system: str | None = None) -> dict[str, dict[str, list[int]]]:
@@ -101,13 +163,20 @@ def dpo_loss(
     return DPOTerms(loss, chosen_rewards.detach(), rejected_rewards.detach())
 
 
-def dpo_terms(model, batch: dict[str, torch.Tensor], beta: float) -> DPOTerms:
+def dpo_terms(model, batch: dict[str, torch.Tensor], beta: float, nll_weight: float = 0.0) -> DPOTerms:
     """The loss of one :func:`pair_batch`: the reference pass runs the same model with its LoRA adapter
-    switched off (no gradient), the policy pass with it on."""
+    switched off (no gradient), the policy pass with it on. ``nll_weight`` > 0 adds that multiple of the chosen
+    answers' mean negative log-likelihood per token (RPO, Pang et al. 2024; TRL's ``loss_type=["sigmoid", "sft"]``),
+    which keeps the chosen answers likely while the margin grows."""
     with torch.no_grad(), switched_off(model):
         reference = answer_logprobs(model, batch)
     policy = answer_logprobs(model, batch)
-    return dpo_loss(*policy.chunk(2), *reference.chunk(2), beta)
+    policy_chosen, policy_rejected = policy.chunk(2)
+    terms = dpo_loss(policy_chosen, policy_rejected, *reference.chunk(2), beta)
+    if nll_weight:
+        chosen_tokens = (batch["labels"][: len(policy_chosen), 1:] != IGNORE_INDEX).sum()
+        terms.loss = terms.loss - nll_weight * policy_chosen.sum() / chosen_tokens
+    return terms
 
 
 # ----------------------------------------------------------------------------- training
@@ -121,6 +190,7 @@ class DPOConfig:
     batch_size: int = 8  # pairs per step: 16 conversations
     learning_rate: float = 5e-4
     beta: float = 0.1  # how far the policy may move from the reference: small β, far
+    nll_weight: float = 0.0  # > 0: RPO, the chosen answers' likelihood kept up (see dpo_terms)
     warmup_fraction: float = 0.1
     clip_norm: float = 1.0
     r: int = 8
@@ -133,6 +203,8 @@ class DPOConfig:
         require_positive_integers(self, ("steps", "batch_size", "r", "top_layers", "max_length"))
         if not self.beta > 0:
             raise SftbookError(f"beta={self.beta} must be positive; it scales the implicit reward (0.1 is usual).")
+        if self.nll_weight < 0:
+            raise SftbookError(f"nll_weight={self.nll_weight} must be 0 (plain DPO) or positive (RPO; 1 is usual).")
 
 
 def train_dpo(
@@ -169,7 +241,7 @@ def train_dpo(
     for step in range(config.steps):
         epoch, index = divmod(step, per_epoch)
         rows = epoch_batches(lengths, config.batch_size, config.seed, epoch)[index]
-        terms = dpo_terms(model, pair_batch([features[i] for i in rows], tokenizer.pad_token_id), config.beta)
+        terms = dpo_terms(model, pair_batch([features[i] for i in rows], tokenizer.pad_token_id), config.beta, config.nll_weight)
         terms.loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.clip_norm)
         optimizer.step()

@@ -33,7 +33,7 @@ from sftbook.tokenization import SPECIAL_TOKENS, train_wordpiece
 
 # Sized for a 2-core CPU: `tiny` is Google's BERT-Tiny shape (Turc et al., 2019), `mini` BERT-Mini's.
 SIZES: dict[str, dict[str, int]] = {
-    # nano and micro exist for chapter 10's scaling study; tiny and mini follow Turc et al. (2019)
+    # nano and micro exist for chapter 11's scaling study; tiny and mini follow Turc et al. (2019)
     "nano": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 128},
     "micro": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 256},
     "tiny": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},

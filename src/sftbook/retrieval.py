@@ -1,4 +1,4 @@
-"""Sentence embeddings at work: extractive summarization and passage retrieval over the book (chapter 9).
+"""Sentence embeddings at work: extractive summarization and passage retrieval over the book (chapter 10).
 
 The text is the book itself — the prose of its chapters, with every glued number filled in from the
 stored outputs — embedded with all-MiniLM-L6-v2, a model trained to put sentences of similar meaning

@@ -1,4 +1,4 @@
-"""A scaling study at CPU scale (chapter 10): model width × pretraining steps, cached as JSON."""
+"""A scaling study at CPU scale (chapter 11): model width × pretraining steps, cached as JSON."""
 
 from __future__ import annotations
 

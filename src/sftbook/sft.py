@@ -263,7 +263,7 @@ def teacher_forced_exact(
 
 
 def numeral_exact_match(model, tokenizer, numeral_test: Sequence[tuple[str, str]]) -> dict[str, float]:
-    """The held-out score of chapters 8 and 9: the share of ``(Chinese, English)`` numeral pairs that greedy
+    """The held-out score of chapters 8 and 10: the share of ``(Chinese, English)`` numeral pairs that greedy
     decoding would write exactly (:func:`teacher_forced_exact`), keyed as an SFT history row expects."""
     pairs = [(NUMERAL_PROMPT.format(zh=zh), en) for zh, en in numeral_test]
     return {"numeral exact match": sum(teacher_forced_exact(model, tokenizer, pairs)) / len(pairs)}

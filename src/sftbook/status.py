@@ -16,6 +16,7 @@ SFT_BENCHMARK_RESULTS = REPO_ROOT / "benchmarks" / "sft_results.json"
 SFT_MASKING_RESULTS = REPO_ROOT / "benchmarks" / "sft_masking.json"  # a study chapter 8 reads, not a speed benchmark
 LORA_VS_FULL_RESULTS = REPO_ROOT / "benchmarks" / "lora_vs_full.json"  # chapter 8 reads it: LoRA against full fine-tuning
 SFT_VARIANTS_RESULTS = REPO_ROOT / "benchmarks" / "sft_variants.json"  # chapter 8 reads it: the pad = eos bug, the mixed run
+DPO_NUMERALS_RESULTS = REPO_ROOT / "benchmarks" / "dpo_numerals.json"  # chapter 9 reads it: DPO against SFT and more SFT
 # (results file, the script that writes it): each is shown with the date and machine of its own run
 BENCHMARKS = ((BENCHMARK_RESULTS, "benchmarks/run_all.py"), (SFT_BENCHMARK_RESULTS, "benchmarks/sft_throughput.py"))
 
@@ -47,23 +48,32 @@ HEADLINES: tuple[tuple[str, str, str, str], ...] = (
     ("08_instruction_tuning", "num_sft", "SmolLM2-135M-Instruct, unseen Chinese numerals written exactly, after LoRA SFT (%)", "{:.1f}"),
     ("08_instruction_tuning", "lora_peft_diff", "Our LoRA vs peft: largest absolute logit difference", "{:.1e}"),
     ("08_instruction_tuning", "rouge_recovered", "General instructions mixed into task SFT: share of the lost ROUGE-L recovered (%)", "{:.0f}"),
-    ("09_applications", "sst3_acc", "SST-3 test accuracy, MiniLM fine-tuned (%)", "{:.1f}"),
-    ("09_applications", "mt_exact", "Numeral translation, exact match on unseen numbers (%)", "{:.2f}"),
-    ("09_applications", "llm_mt_exact", "Numeral translation by SmolLM2 + LoRA, same kind of unseen numbers, exact (%)", "{:.1f}"),
-    ("09_applications", "sum_centroid", "Summaries: content-word recall, centroid (%)", "{:.1f}"),
-    ("09_applications", "sum_lead", "Summaries: content-word recall, lead-3 (%)", "{:.1f}"),
-    ("09_applications", "trec_acc", "TREC-6 test accuracy, MiniLM fine-tuned (%)", "{:.1f}"),
-    ("09_applications", "qa_hit3", "Questions about the book: answer in the top 3 retrieved passages (%)", "{:.1f}"),
-    ("09_applications", "qa_rag_contains", "Questions about the book: answer written by SmolLM2 with retrieval (%)", "{:.1f}"),
-    ("09_applications", "qa_closed_contains", "Questions about the book: answer written by SmolLM2 closed-book (%)", "{:.1f}"),
-    ("10_outlook", "scaling_loss_tiny", "Scaling study: held-out MLM loss of BERT-tiny after 2,000 steps", "{:.2f}"),
-    ("10_outlook", "scaling_ft_tiny", "Scaling study: BERT-tiny fine-tuned on SST-2 (%)", "{:.1f}"),
-    ("10_outlook", "gpt3_years", "Years GPT-3's training would take on this CPU", "{:,.0f}"),
-    ("11_faq", "q1_tfidf_100", "SST-2 with 100 labels: TF-IDF (%)", "{:.1f}"),
-    ("11_faq", "q1_ft_100", "SST-2 with 100 labels: MiniLM fine-tuned (%)", "{:.1f}"),
-    ("11_faq", "q2_scratch", "2,000 labels, MiniLM architecture from random init (%)", "{:.1f}"),
-    ("11_faq", "q2_sft", "2,000 labels, MiniLM pretrained + fine-tuned (%)", "{:.1f}"),
-    ("11_faq", "q3_bert_over_minilm", "CPU latency, BERT-base over MiniLM", "{:.1f}×"),
+    ("09_preference_tuning", "test_reward_accuracy", "DPO + NLL on SmolLM2's own numeral mistakes: held-out reward accuracy (%)", "{:.1f}"),
+    ("09_preference_tuning", "sft_pair_exact", "Fresh Chinese numerals written exactly, SFT model (%)", "{:.1f}"),
+    ("09_preference_tuning", "rpo_pair_exact", "Same numerals, after DPO + NLL (%)", "{:.1f}"),
+    (
+        "09_preference_tuning",
+        "trl_max_difference",
+        "DPO + NLL, ours vs TRL's DPOTrainer: largest difference in loss, log-probabilities, rewards",
+        "{:.1e}",
+    ),
+    ("10_applications", "sst3_acc", "SST-3 test accuracy, MiniLM fine-tuned (%)", "{:.1f}"),
+    ("10_applications", "mt_exact", "Numeral translation, exact match on unseen numbers (%)", "{:.2f}"),
+    ("10_applications", "llm_mt_exact", "Numeral translation by SmolLM2 + LoRA, same kind of unseen numbers, exact (%)", "{:.1f}"),
+    ("10_applications", "sum_centroid", "Summaries: content-word recall, centroid (%)", "{:.1f}"),
+    ("10_applications", "sum_lead", "Summaries: content-word recall, lead-3 (%)", "{:.1f}"),
+    ("10_applications", "trec_acc", "TREC-6 test accuracy, MiniLM fine-tuned (%)", "{:.1f}"),
+    ("10_applications", "qa_hit3", "Questions about the book: answer in the top 3 retrieved passages (%)", "{:.1f}"),
+    ("10_applications", "qa_rag_contains", "Questions about the book: answer written by SmolLM2 with retrieval (%)", "{:.1f}"),
+    ("10_applications", "qa_closed_contains", "Questions about the book: answer written by SmolLM2 closed-book (%)", "{:.1f}"),
+    ("11_outlook", "scaling_loss_tiny", "Scaling study: held-out MLM loss of BERT-tiny after 2,000 steps", "{:.2f}"),
+    ("11_outlook", "scaling_ft_tiny", "Scaling study: BERT-tiny fine-tuned on SST-2 (%)", "{:.1f}"),
+    ("11_outlook", "gpt3_years", "Years GPT-3's training would take on this CPU", "{:,.0f}"),
+    ("12_faq", "q1_tfidf_100", "SST-2 with 100 labels: TF-IDF (%)", "{:.1f}"),
+    ("12_faq", "q1_ft_100", "SST-2 with 100 labels: MiniLM fine-tuned (%)", "{:.1f}"),
+    ("12_faq", "q2_scratch", "2,000 labels, MiniLM architecture from random init (%)", "{:.1f}"),
+    ("12_faq", "q2_sft", "2,000 labels, MiniLM pretrained + fine-tuned (%)", "{:.1f}"),
+    ("12_faq", "q3_bert_over_minilm", "CPU latency, BERT-base over MiniLM", "{:.1f}×"),
 )
 
 

@@ -1,4 +1,4 @@
-"""Machine translation as a controlled toy: Chinese numerals → English words (chapter 9).
+"""Machine translation as a controlled toy: Chinese numerals → English words (chapter 10).
 
 No Chinese–English parallel corpus is reachable offline, so the data are generated with labels that are
 exactly right: every integer 0 ≤ n < 1,000,000 written in Chinese numerals (``十二万三千零五``) and in

