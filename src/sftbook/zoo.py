@@ -408,8 +408,8 @@ def preference_tuned(
     name: str, model, tokenizer, pairs: list[preference.PreferencePair], config: preference.DPOConfig, evaluate=None, key=None, build: bool = True
 ) -> sft.SFTResult:
     """A DPO run (:func:`sftbook.preference.train_dpo`) of ``model`` — the SFT model, its adapter merged: the
-    reference — on ``pairs``: its adapter and history from the cache, or trained now. ``evaluate`` runs six times;
-    ``key`` names what it reads."""
+    reference — on ``pairs``: its adapter and history from the cache, or trained now. ``evaluate`` runs at the start and
+    after every sixth of the run; ``key`` names what it reads."""
     settings = [asdict(config), starting_point(model, tokenizer), [asdict(pair) for pair in pairs], key]
     path = cache_root() / f"dpo-{name}-{artifacts.cache_key(settings, DPO_CODE)}"
 
@@ -426,7 +426,7 @@ def plain_dpo_config() -> preference.DPOConfig:
 
 
 def numeral_dpo_config() -> preference.DPOConfig:
-    """Chapter 9's recipe: DPO with the chosen answers' NLL added (RPO), chosen on the validation pairs."""
+    """Chapter 9's recipe: DPO with the chosen answers' NLL added (RPO), its learning rate chosen on the validation pairs and numbers."""
     return preference.DPOConfig(learning_rate=2e-4, nll_weight=1.0)
 
 
