@@ -146,3 +146,18 @@ def test_support_and_invented_numbers_of_a_summary():
     assert retrieval.unsupported_numbers("It reached 91.5% after 3 epochs on 6,920 sentences.", source) == ["91.5"]
     with pytest.raises(SftbookError, match="no content words"):
         retrieval.content_word_support("the and of", source)
+
+
+def test_first_sentences_keep_the_sentences_asked_for_and_drop_an_unfinished_one():
+    text = "The model reads the text. It writes a summary of it. Then it goes on and on and"
+    assert retrieval.first_sentences(text, 2) == "The model reads the text. It writes a summary of it."
+    assert retrieval.first_sentences(text, 5) == "The model reads the text. It writes a summary of it."  # the cut-off tail is not a sentence
+    assert retrieval.first_sentences("", 2) == ""
+    with pytest.raises(SftbookError, match="at least one sentence"):
+        retrieval.first_sentences(text, 0)
+
+
+def test_prompt_passages_give_back_the_passages_a_question_prompt_was_written_with():
+    passages = ["First passage.\nIts second line.", "Second: with a colon."]
+    assert retrieval.prompt_passages(retrieval.question_prompt("Why?", passages)) == passages
+    assert retrieval.prompt_passages(retrieval.question_prompt("Why?")) == []

@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO_ROOT
 from matplotlib import font_manager
 
-from sftbook import notebooks, plotting, status
+from sftbook import metrics, notebooks, plotting, status
 
 CHAPTERS = notebooks.chapters()
 PANDAS_DEFAULT_COLWIDTH = 50  # pandas cuts a longer cell to about 47 characters and "..."
@@ -187,3 +187,10 @@ def test_the_status_page_headlines_only_values_its_chapters_prose_shows(tmp_path
         ("04_fine_tuning", "tiny_random_acc", "a single run the chapter draws no conclusion from", "{:.1f}"),
     )
     assert status.headlines_not_in_prose(planted, tmp_path) == ["04_fine_tuning:tiny_random_acc"]
+
+
+def test_chapter_10_s_final_summaries_have_no_repetition_loop():
+    """The summaries chapter 10 presents after its decoding fix (greedy ones are shown looping on purpose)."""
+    summaries = notebooks.stored_result("10_applications", "abs_final_summaries")
+    assert summaries and all(isinstance(summary, str) for summary in summaries)
+    assert [summary for summary in summaries if metrics.repeats_itself(summary)] == []

@@ -23,7 +23,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     4: ("ngram", "attention", "losses", "modeling", "lora", "llm"),  # what chapters 2, 5, 6, 7 and 8 derive; the chat LLM
     5: ("evaluation", "pretraining", "translation"),  # using encoders; training from scratch
     6: ("finetuning", "distillation", "sft", "retrieval"),  # fine-tuning classifiers and an LLM; teachers; sentence vectors
-    7: ("preference",),  # preference tuning (DPO) on top of an SFT model
+    7: ("preference", "reading"),  # preference tuning (DPO) on top of an SFT model; the fine-tuned reader of question answering
     8: ("zoo",),  # the book's models by name, trained once and cached
     9: ("scaling",),  # chapter 11's study
     10: ("book", "status", "plotting"),  # provenance and glue, the status page, figures

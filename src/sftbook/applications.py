@@ -44,11 +44,11 @@ APPLICATIONS: dict[str, Application] = {
     ),
     "question-answering": Application(
         "Question answering over the book (retrieval-augmented generation)",
-        "router: MiniLM fine-tuned here on TREC; retriever: MiniLM as released; reader: SmolLM2-Instruct as released",
+        "router: MiniLM fine-tuned here on TREC; retriever: MiniLM as released; reader: SmolLM2-Instruct, LoRA-tuned here on SQuAD",
         "a 6-way question-type head; cosine similarity of question and passage vectors; the LLM reads the passages and answers",
         "retrieval finds the passages that hold the answer; the reader turns them into an answer",
-        "zoo.finetuned_classifier('minilm', 'trec'); retrieval.PassageIndex; retrieval.question_prompt",
-        "retrieval hit@1 and hit@3; answer exact match and containment, with and without retrieval",
+        "zoo.finetuned_classifier('minilm', 'trec'); retrieval.PassageIndex; zoo.squad_reader; reading.extractive_answer",
+        "retrieval hit@1 and hit@3; SQuAD exact match, token F1 and containment, with and without retrieval",
     ),
 }
 

@@ -206,6 +206,17 @@ def lead_summary(sentences: Sequence[str], k: int) -> list[int]:
     return list(range(min(k, len(sentences))))
 
 
+def first_sentences(text: str, count: int) -> str:
+    """The first ``count`` whole sentences of ``text`` (:func:`split_sentences`): a summary asked for in two
+    sentences is cut to two, and an unfinished sentence at a length cap is dropped."""
+    if count < 1:
+        raise SftbookError(f"Keep at least one sentence, got count={count}.")
+    if not isinstance(text, str) or not text.strip():
+        return ""
+    sentences = [s for s in split_sentences(text) if s[-1] in ".!?\"')"]
+    return " ".join(sentences[:count])
+
+
 def content_words(text: str) -> list[str]:
     return [w for w in re.findall(r"[a-z][a-z0-9\-]+", text.lower()) if w not in STOPWORDS]
 
@@ -295,3 +306,8 @@ def question_prompt(question: str, passages: Sequence[str] = ()) -> str:
         return QUESTION_PROMPT.format(question=question.strip())
     numbered = "\n\n".join(f"Passage {i}: {p}" for i, p in enumerate(passages, start=1))
     return PASSAGES_PROMPT.format(passages=numbered, question=question.strip())
+
+
+def prompt_passages(prompt: str) -> list[str]:
+    """The passages of a prompt written by :func:`question_prompt`, in order (none for a closed-book prompt)."""
+    return re.findall(r"Passage \d+: (.*?)(?=\n\nPassage \d+: |\n\nQuestion: )", prompt, flags=re.S)

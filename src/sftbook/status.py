@@ -17,6 +17,7 @@ SFT_MASKING_RESULTS = REPO_ROOT / "benchmarks" / "sft_masking.json"  # a study c
 LORA_VS_FULL_RESULTS = REPO_ROOT / "benchmarks" / "lora_vs_full.json"  # chapter 8 reads it: LoRA against full fine-tuning
 SFT_VARIANTS_RESULTS = REPO_ROOT / "benchmarks" / "sft_variants.json"  # chapter 8 reads it: the pad = eos bug, the mixed run
 DPO_NUMERALS_RESULTS = REPO_ROOT / "benchmarks" / "dpo_numerals.json"  # chapter 9 reads it: DPO against SFT and more SFT
+SQUAD_READER_RESULTS = REPO_ROOT / "benchmarks" / "squad_reader.json"  # chapter 10 reads it: the SQuAD reader, trained and scored
 # (results file, the script that writes it): each is shown with the date and machine of its own run
 BENCHMARKS = ((BENCHMARK_RESULTS, "benchmarks/run_all.py"), (SFT_BENCHMARK_RESULTS, "benchmarks/sft_throughput.py"))
 
@@ -66,6 +67,8 @@ HEADLINES: tuple[tuple[str, str, str, str], ...] = (
     ("10_applications", "qa_hit3", "Questions about the book: answer in the top 3 retrieved passages (%)", "{:.1f}"),
     ("10_applications", "qa_rag_contains", "Questions about the book: answer written by SmolLM2 with retrieval (%)", "{:.1f}"),
     ("10_applications", "qa_closed_contains", "Questions about the book: answer written by SmolLM2 closed-book (%)", "{:.1f}"),
+    ("10_applications", "squad_tuned_em", "SQuAD held-out articles: exact match of the fine-tuned reader (%)", "{:.1f}"),
+    ("10_applications", "book_tuned_contains", "Questions about the book: answer written by the fine-tuned reader with retrieval (%)", "{:.1f}"),
     ("11_outlook", "scaling_loss_tiny", "Scaling study: held-out MLM loss of BERT-tiny after 2,000 steps", "{:.2f}"),
     ("11_outlook", "scaling_ft_tiny", "Scaling study: BERT-tiny fine-tuned on SST-2 (%)", "{:.1f}"),
     ("11_outlook", "gpt3_years", "Years GPT-3's training would take on this CPU", "{:,.0f}"),

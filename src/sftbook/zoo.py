@@ -26,14 +26,17 @@ from sftbook import (
     distillation,
     evaluation,
     finetuning,
+    llm,
     lora,
     modeling,
     optimization,
     preference,
     pretraining,
+    reading,
+    retrieval,
     sft,
 )
-from sftbook.env import at_scale, cache_root, derived_seed, get_device, hub_reachable
+from sftbook.env import at_scale, bf16_pays_off, cache_root, derived_seed, get_device, hub_reachable
 from sftbook.errors import HubUnavailableError, SftbookError, UnknownNameError
 
 # ----------------------------------------------------------------------------- chapter 3's checkpoint
@@ -440,3 +443,45 @@ def numeral_dpo(model, tokenizer, preferences: preference.NumeralPreferences, co
 
     key = [asdict(pair) for pair in validation]
     return preference_tuned("smollm2-numerals", model, tokenizer, preferences.pairs["train"], config, evaluate=evaluate, key=key, build=build)
+
+
+# ----------------------------------------------------------------------------- chapter 10's reader
+
+READER_CODE = (data.squad, reading.reader_examples, sft.train_lora, lora.save_adapter, reading.score_summary)
+
+
+def reader_sft_config() -> sft.SFTConfig:
+    """The reader's LoRA SFT: 300 steps of 8 SQuAD training questions, each seen once (2 steps at the reduced scale);
+    long prompts (up to three paragraphs) need a larger ``max_length`` than chapter 8's tasks."""
+    return sft.SFTConfig(steps=at_scale(300, 2), batch_size=8, learning_rate=1e-3, top_layers=16, max_length=2048)
+
+
+def reader_validation(count: int | None = None) -> list[data.SquadQuestion]:
+    """The validation questions the reader's learning curve is read on (100, drawn with seed 0; 4 at the reduced scale)."""
+    validation = data.squad().validation
+    return random.Random(0).sample(validation, at_scale(100, 4) if count is None else count)
+
+
+def squad_reader(model, tokenizer, build: bool = True) -> sft.SFTResult:
+    """Chapter 10's reader: ``model`` (SmolLM2-135M-Instruct, changed in place) after LoRA SFT on SQuAD training
+    questions, each with its paragraph among 0, 1 or 2 retrieved distractors (:func:`sftbook.reading.reader_examples`);
+    from the cache, or trained now. Trained in bf16 autocast where that pays off on the device (the key says which).
+    The history holds exact match and F1 on :func:`reader_validation` (gold paragraph only) five times in the run."""
+    config = reader_sft_config()
+    questions = random.Random(config.seed).sample(data.squad().train, config.steps * config.batch_size)
+    examples = reading.reader_examples(questions, seed=config.seed)
+    validation = reader_validation()
+    bf16 = bf16_pays_off(model.device)
+    settings = [asdict(config), starting_point(model, tokenizer), examples, [q.id for q in validation], "bf16" if bf16 else "float32"]
+    path = cache_root() / f"sft-smollm2-squad-reader-{artifacts.cache_key(settings, READER_CODE)}"
+
+    def evaluate(model) -> dict[str, float]:
+        answers = llm.generate_batch(model, tokenizer, [retrieval.question_prompt(q.question, [q.context]) for q in validation], 24)
+        scores = reading.score_summary([a.text for a in answers], [q.answers for q in validation])
+        return {"validation exact match": scores["exact match"], "validation F1": scores["F1"]}
+
+    def train() -> sft.SFTResult:
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return sft.train_lora(model, tokenizer, examples, config, evaluate=evaluate, evaluate_every=max(1, config.steps // 5))
+
+    return cached_adapter(path, model, train, f"SQuAD reader ({config.steps} steps)", build, "benchmarks/squad_reader.py")
